@@ -1,0 +1,193 @@
+// The delivery agents (Postfix's smtp, lmtp, discard, error): one delivery actor per attempt. For smtp
+// and lmtp this hosts the delivery machine, providing its three I/O actors (resolve, open a session or
+// take one from the connection cache, transfer). A delivery actor that fails is not restarted: its
+// recipients are deferred and the queue manager (its predecessor) retries them later.
+import { Readable } from "node:stream"
+import { createActor, fromPromise, type ActorRefFrom } from "xstate"
+import type { PosternConfig } from "../config/types.js"
+import { deliveryMachine, type DeliveryOutput } from "../machines/delivery.js"
+import type { ClockShape } from "../runtime/clock.js"
+import type { Logger } from "../runtime/log.js"
+import type { RngShape } from "../runtime/rng.js"
+import type { ActiveMessage, QueuedRecipient } from "../store/types.js"
+import { ConnectionCache } from "../transport/connection-cache.js"
+import type { ResolverShape } from "../transport/dns.js"
+import { resolveTargets, type Target } from "../transport/mx.js"
+import { parseNexthop } from "../transport/nexthop.js"
+import type { Route } from "../transport/route.js"
+import type { AttemptResult, RecipientVerdict } from "../transport/smtp-outcome.js"
+import { SmtpSession } from "../transport/smtp-session.js"
+
+/** One delivery request: recipients of one message for one destination (Postfix's qmgr entry). */
+export interface DeliveryRequest {
+  readonly id: string
+  readonly route: Route
+  readonly message: ActiveMessage
+  readonly recipients: ReadonlyArray<QueuedRecipient>
+  /** The message bytes: in memory, or streamed from the store. */
+  readonly body: () => Buffer | Readable
+}
+
+export interface DeliveryAgentDeps {
+  readonly config: () => PosternConfig
+  readonly clock: ClockShape
+  readonly rng: RngShape
+  readonly dns: ResolverShape
+  readonly log: Logger
+  /** Test-only fault hook: called at the start of every transfer; may throw. */
+  readonly faultHook?: (request: DeliveryRequest) => void
+}
+
+/** Sessions are cached per destination and server, as Postfix's scache keys them. */
+const cacheKeyFor = (route: Route, target: Target): string => `${route.key}|${target.address}:${target.port}`
+
+const needsSmtpUtf8 = (m: ActiveMessage, recipients: ReadonlyArray<QueuedRecipient>): boolean =>
+  m.mailParams["SMTPUTF8"] !== undefined &&
+  (/[^\x00-\x7f]/.test(m.sender) || recipients.some((r) => /[^\x00-\x7f]/.test(r.address)))
+
+export class DeliveryAgent {
+  readonly cache: ConnectionCache
+  private readonly sessions = new Map<string, SmtpSession>()
+  private readonly requests = new Map<string, DeliveryRequest>()
+  private readonly running = new Set<ActorRefFrom<typeof deliveryMachine>>()
+  private readonly machine
+
+  constructor(private readonly deps: DeliveryAgentDeps) {
+    this.cache = new ConnectionCache(deps.clock)
+    this.machine = deliveryMachine.provide({
+      actors: {
+        resolveTargets: fromPromise(async ({ input }) => {
+          const nexthop = parseNexthop(input.nexthop)
+          if (nexthop === undefined) {
+            return { kind: "failed" as const, permanent: true, dsn: "5.3.5", reason: `bad nexthop syntax: ${input.nexthop}` }
+          }
+          return resolveTargets(nexthop, this.deps.dns, this.deps.rng)
+        }),
+        openSession: fromPromise(async ({ input }) => this.openSession(input.deliveryId, input.target)),
+        transfer: fromPromise(async ({ input }) => this.transfer(input.deliveryId, input.recipients)),
+      },
+    })
+  }
+
+  /** Runs one delivery to its end. Never rejects: a failing agent defers its recipients. */
+  deliver(request: DeliveryRequest): Promise<DeliveryOutput> {
+    const type = request.route.serviceConfig.type
+    if (type === "discard") return Promise.resolve(this.everyone(request, { verdict: "sent", dsn: "2.0.0", reply: `discarded (${request.route.nexthop || "discard"})`, remote: false }))
+    if (type === "error") {
+      const reason = request.route.nexthop || "mail delivery is disabled for this destination"
+      return Promise.resolve(this.everyone(request, { verdict: "bounced", dsn: "5.0.0", reply: reason, remote: false }))
+    }
+    return new Promise((resolve) => {
+      this.requests.set(request.id, request)
+      const actor = createActor(this.machine, {
+        clock: this.deps.clock,
+        input: { deliveryId: request.id, nexthop: request.route.nexthop, recipients: request.recipients.map((r) => r.address) },
+      })
+      const finish = (output: DeliveryOutput) => {
+        this.running.delete(actor)
+        this.requests.delete(request.id)
+        const session = this.sessions.get(request.id)
+        this.sessions.delete(request.id)
+        if (session !== undefined) this.cache.put(cacheKeyFor(request.route, session.target), session)
+        resolve(output)
+      }
+      actor.subscribe({
+        complete: () => finish(actor.getSnapshot().output!),
+        error: (error) => {
+          this.deps.log.error(
+            { actor: `delivery/${request.id}`, parent: `destination/${request.route.key}`, queue_id: request.message.queueId, err: error },
+            "delivery actor failed; its recipients are deferred",
+          )
+          this.sessions.get(request.id)?.close()
+          this.sessions.delete(request.id)
+          finish(this.everyone(request, { verdict: "deferred", dsn: "4.3.0", reply: "delivery agent failure", remote: false }))
+        },
+      })
+      this.running.add(actor)
+      actor.start()
+    })
+  }
+
+  /** Stops every delivery in flight (shutdown after the grace period); their recipients stay queued. */
+  abortAll(): void {
+    for (const actor of this.running) actor.stop()
+    this.running.clear()
+    for (const s of this.sessions.values()) s.close()
+    this.sessions.clear()
+    this.cache.closeAll()
+  }
+
+  inFlight(): number {
+    return this.running.size
+  }
+
+  private everyone(request: DeliveryRequest, v: RecipientVerdict): DeliveryOutput {
+    return { verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, v])), siteFailure: false, relay: null }
+  }
+
+  private async openSession(deliveryId: string, target: Target): Promise<"ready" | AttemptResult> {
+    const request = this.requests.get(deliveryId)
+    if (request === undefined) return { stage: "connect", reason: "delivery was cancelled" }
+    const cached = await this.cache.take(cacheKeyFor(request.route, target))
+    if (cached !== null) {
+      this.sessions.set(deliveryId, cached)
+      return "ready"
+    }
+    const config = this.deps.config()
+    const opened = await SmtpSession.open(
+      {
+        target,
+        heloName: config.hostname,
+        lmtp: request.route.serviceConfig.type === "lmtp",
+        connectTimeout: config.smtpConnectTimeout,
+        heloTimeout: config.smtpHeloTimeout,
+        dataTimeout: config.smtpDataDoneTimeout,
+      },
+      this.deps.clock.now(),
+    )
+    if (!(opened instanceof SmtpSession)) return opened
+    this.sessions.set(deliveryId, opened)
+    return "ready"
+  }
+
+  private async transfer(deliveryId: string, recipients: ReadonlyArray<string>): Promise<AttemptResult> {
+    const request = this.requests.get(deliveryId)
+    const session = this.sessions.get(deliveryId)
+    if (request === undefined || session === undefined) return { stage: "io", reason: "no session", sessionCompleted: false }
+    this.deps.faultHook?.(request)
+    const m = request.message
+    const rcpts = request.recipients.filter((r) => recipients.includes(r.address))
+    if (needsSmtpUtf8(m, rcpts) && !session.supports("SMTPUTF8")) {
+      return {
+        stage: "local",
+        permanent: true,
+        dsn: "5.6.7",
+        reason: `SMTPUTF8 is required, but was not offered by host ${session.relay}`,
+      }
+    }
+    const result = await session.send(
+      { from: m.sender, to: recipients, size: m.size, eightBit: m.mailParams["BODY"] === "8BITMIME" },
+      request.body(),
+    )
+    // The transaction is over: the session goes back to the cache for the next delivery to this server.
+    this.sessions.delete(deliveryId)
+    this.cache.put(cacheKeyFor(request.route, session.target), session)
+    return result
+  }
+}
+
+/** A Readable over chunks pulled lazily, one store read per chunk. */
+export const readableFromChunks = (chunks: () => Iterator<Buffer>): Readable => {
+  let it: Iterator<Buffer> | null = null
+  return new Readable({
+    read() {
+      try {
+        it ??= chunks()
+        const next = it.next()
+        this.push(next.done === true ? null : next.value)
+      } catch (e) {
+        this.destroy(e as Error)
+      }
+    },
+  })
+}

@@ -1,0 +1,143 @@
+// A destination queue (Postfix's qmgr_queue) as a hosted actor: the destination machine decides how many
+// deliveries may run; this host keeps the to-do list of delivery requests, starts deliveries while the
+// window has room, and defers everything queued at once when the destination is dead. Supervised by the
+// queue manager: if the machine fails, it is restarted from its initial window and the queue goes on.
+import { createActor, type ActorRefFrom } from "xstate"
+import type { DeliveryOutput } from "../machines/delivery.js"
+import { destinationMachine, type DestinationInput } from "../machines/destination.js"
+import type { ClockShape } from "../runtime/clock.js"
+import type { Logger } from "../runtime/log.js"
+import type { RestartPolicy } from "../machines/supervisor.js"
+import type { DeliveryRequest } from "./delivery.js"
+import { supervise } from "./supervisor.js"
+
+export interface DestinationDeps {
+  readonly clock: ClockShape
+  readonly log: Logger
+  readonly deliver: (request: DeliveryRequest) => Promise<DeliveryOutput>
+  /** Called with each finished delivery and how long it took. */
+  readonly done: (request: DeliveryRequest, output: DeliveryOutput, durationMs: number) => void
+  /** The destination machine's restart intensity (src/actors/system.ts). */
+  readonly restartPolicy: RestartPolicy
+  /** Past the restart intensity: the queue manager decides (it escalates further). */
+  readonly escalate: (error: unknown) => void
+}
+
+export type DestinationStatus =
+  | { readonly state: "active"; readonly window: number; readonly busy: number; readonly queued: number }
+  | { readonly state: "dead"; readonly reason: string | null; readonly queued: number }
+
+export class DestinationQueue {
+  private actor!: ActorRefFrom<typeof destinationMachine>
+  private readonly todo: Array<DeliveryRequest> = []
+
+  constructor(
+    readonly key: string,
+    private readonly input: DestinationInput,
+    private readonly deps: DestinationDeps,
+  ) {
+    supervise(
+      {
+        id: `destination/${key}`,
+        parent: "qmgr",
+        policy: deps.restartPolicy,
+        start: (fail) => {
+          this.actor = this.spawn(fail)
+          this.pump()
+        },
+        escalate: (err) => {
+          this.deferAllQueued("destination actor keeps failing")
+          deps.escalate(err)
+        },
+      },
+      deps.clock,
+      deps.log,
+    )
+  }
+
+  enqueue(request: DeliveryRequest): void {
+    this.todo.push(request)
+    this.pump()
+  }
+
+  /** Clears a dead mark (postern queue flush). */
+  flush(): void {
+    this.actor.send({ type: "destination.flush" })
+    this.pump()
+  }
+
+  status(): DestinationStatus {
+    const s = this.actor.getSnapshot()
+    return s.value === "dead"
+      ? { state: "dead", reason: s.context.deadReason, queued: this.todo.length }
+      : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.length }
+  }
+
+  /** True when nothing is queued or in flight and the destination is not dead (it may be dropped). */
+  isIdle(): boolean {
+    const s = this.actor.getSnapshot()
+    return this.todo.length === 0 && s.context.busy === 0 && s.value !== "dead"
+  }
+
+  stop(): void {
+    this.actor.stop()
+  }
+
+  private spawn(fail: (error: unknown) => void): ActorRefFrom<typeof destinationMachine> {
+    const actor = createActor(destinationMachine, { clock: this.deps.clock, input: this.input })
+    let previous: unknown = "ready"
+    actor.subscribe({
+      next: (s) => {
+        const was = previous
+        previous = s.value
+        if (s.value === "dead" && was !== "dead") {
+          this.deps.log.warn({ destination: this.key, reason: s.context.deadReason }, "destination is dead; deferring its queue")
+          queueMicrotask(() => this.deferAllQueued(s.context.deadReason))
+        } else if (was === "dead" && s.value !== "dead") {
+          queueMicrotask(() => this.pump())
+        }
+      },
+      error: (err) => fail(err),
+    })
+    actor.start()
+    return actor
+  }
+
+  private pump(): void {
+    for (;;) {
+      const s = this.actor.getSnapshot()
+      if (s.value === "dead") {
+        this.deferAllQueued(s.context.deadReason)
+        return
+      }
+      if (s.status !== "active" || s.value !== "ready" || this.todo.length === 0) return
+      const request = this.todo.shift()!
+      this.actor.send({ type: "delivery.started" })
+      const started = this.deps.clock.now()
+      void this.deps.deliver(request).then((output) => {
+        this.actor.send({
+          type: "delivery.completed",
+          siteFailure: output.siteFailure,
+          reason: Object.values(output.verdicts)[0]?.reply ?? "unknown",
+        })
+        this.deps.done(request, output, this.deps.clock.now() - started)
+        this.pump()
+      })
+    }
+  }
+
+  private deferAllQueued(reason: string | null): void {
+    const text = `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
+    while (this.todo.length > 0) {
+      const request = this.todo.shift()!
+      const output: DeliveryOutput = {
+        verdicts: Object.fromEntries(
+          request.recipients.map((r) => [r.address, { verdict: "deferred" as const, dsn: "4.4.1", reply: text, remote: false }]),
+        ),
+        siteFailure: false,
+        relay: null,
+      }
+      this.deps.done(request, output, 0)
+    }
+  }
+}

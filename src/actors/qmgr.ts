@@ -1,0 +1,432 @@
+// The queue manager (Postfix's qmgr): owns the active window. Fresh mail arrives from smtpd already
+// committed and in memory; deferred mail comes back when its next attempt is due, driven by one timer
+// armed at the earliest due time in the store (no periodic scan). Each message is a message actor; its
+// recipients are routed from the current config, grouped into delivery requests per destination, and
+// handed to one destination queue per (service, nexthop). Outcomes are committed through the group
+// committer; bounces become new messages in the same transaction.
+import { createActor, type ActorRefFrom } from "xstate"
+import type { PosternConfig } from "../config/types.js"
+import type { DeliveryOutput } from "../machines/delivery.js"
+import { parseFeedback } from "../machines/feedback.js"
+import { messageMachine, type MessageDecision } from "../machines/message.js"
+import type { RestartPolicy } from "../machines/supervisor.js"
+import type { ClockShape } from "../runtime/clock.js"
+import type { Logger } from "../runtime/log.js"
+import type { GroupCommitter } from "../store/group-commit.js"
+import * as q from "../store/queue-store.js"
+import type Database from "better-sqlite3"
+import type { ActiveMessage, QueuedRecipient, RecipientOutcomeKind } from "../store/types.js"
+import { resolveRoute, type Route } from "../transport/route.js"
+import type { RecipientVerdict } from "../transport/smtp-outcome.js"
+import { makeBounce, type Failed } from "./bounce.js"
+import { readableFromChunks, type DeliveryRequest } from "./delivery.js"
+import { DestinationQueue, type DestinationStatus } from "./destination.js"
+
+export interface QmgrDeps {
+  readonly config: () => PosternConfig
+  readonly db: Database.Database
+  readonly committer: GroupCommitter
+  readonly clock: ClockShape
+  readonly log: Logger
+  readonly newQueueId: () => string
+  readonly deliver: (request: DeliveryRequest) => Promise<DeliveryOutput>
+  readonly destinationPolicy: RestartPolicy
+  /** A destination past its restart intensity: the root decides. */
+  readonly escalate: (error: unknown) => void
+}
+
+/** How long an active recipient's lease lasts before recovery may take it back (issue: leases). */
+const LEASE_MS = 3_600_000
+/** Messages loaded per scan of the due index. */
+const SCAN_BATCH = 1_000
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+interface ActiveEntry {
+  readonly message: ActiveMessage
+  readonly actor: ActorRefFrom<typeof messageMachine>
+  readonly byId: Map<number, QueuedRecipient>
+  readonly failed: Array<Failed>
+  readonly deferred: Map<number, { verdict: RecipientVerdict; destination: string; relay: string | null }>
+}
+
+export class QueueManager {
+  private readonly active = new Map<number, ActiveEntry>()
+  private readonly destinations = new Map<string, DestinationQueue>()
+  private timer: unknown = null
+  private timerAt: number | null = null
+  private scanning = false
+  private stopped = false
+  private requestSeq = 0
+  private pendingCompletions = 0
+  /** Set when mail was committed 'pending' because the window was full: it must be scanned in. */
+  private backlogged = false
+
+  constructor(private readonly deps: QmgrDeps) {}
+
+  start(): void {
+    this.stopped = false
+    this.rearm()
+  }
+
+  /** Whether a freshly committed message may enter the active window directly. */
+  hasRoom(): boolean {
+    return this.active.size < this.deps.config().qmgrMessageActiveLimit
+  }
+
+  /** smtpd committed a message without admitting it (the window was full). */
+  noteBacklog(): void {
+    this.backlogged = true
+  }
+
+  get leaseMs(): number {
+    return LEASE_MS
+  }
+
+  activeCount(): number {
+    return this.active.size
+  }
+
+  /** A message committed with its recipients 'active' enters the window. */
+  admit(message: ActiveMessage): void {
+    if (this.stopped || this.active.has(message.id) || message.recipients.length === 0) return
+    const config = this.deps.config()
+    const actor = createActor(messageMachine, {
+      clock: this.deps.clock,
+      input: {
+        queueId: message.queueId,
+        arrivalTime: message.arrivalTime,
+        nullSender: message.sender === "",
+        recipientIds: message.recipients.map((r) => r.id),
+        policy: {
+          minimalBackoffTime: config.minimalBackoffTime,
+          maximalBackoffTime: config.maximalBackoffTime,
+          maximalQueueLifetime: config.maximalQueueLifetime,
+          bounceQueueLifetime: config.bounceQueueLifetime,
+        },
+      },
+    })
+    const entry: ActiveEntry = {
+      message,
+      actor,
+      byId: new Map(message.recipients.map((r) => [r.id, r])),
+      failed: [],
+      deferred: new Map(),
+    }
+    this.active.set(message.id, entry)
+    actor.subscribe({
+      complete: () => this.settle(entry, actor.getSnapshot().output!),
+      error: (err) => {
+        // The message actor is temporary (system.ts): its recipients go back to the queue, due after
+        // the minimal backoff, and the actor is not restarted.
+        this.deps.log.error({ actor: `message/${message.queueId}`, parent: "qmgr", queue_id: message.queueId, err }, "message actor failed")
+        const due = this.deps.clock.now() + config.minimalBackoffTime
+        void this.deps.committer
+          .run((db) => {
+            for (const r of message.recipients) q.rescheduleRecipient(db, r.id, due)
+          })
+          .catch(() => undefined)
+          .finally(() => this.release(entry))
+      },
+    })
+    actor.start()
+    this.dispatch(entry, config)
+  }
+
+  /** Makes all deferred mail due now and clears dead marks (postern queue flush). */
+  flush(destination?: string): void {
+    for (const [key, d] of this.destinations) if (destination === undefined || key.endsWith(`:${destination}`) || key === destination) d.flush()
+  }
+
+  destinationStatus(key: string): DestinationStatus | undefined {
+    return this.destinations.get(key)?.status()
+  }
+
+  /** Stops admitting and scanning; waits for in-flight work up to `graceMs`. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true
+    if (this.timer !== null) this.deps.clock.clearTimeout(this.timer)
+    this.timer = null
+    const deadline = Date.now() + graceMs
+    while ((this.active.size > 0 || this.pendingCompletions > 0) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    for (const d of this.destinations.values()) d.stop()
+  }
+
+  // ------------------------------------------------------------------------------------ the due timer
+
+  /** Arms the one timer at the earliest due time in the store. */
+  rearm(): void {
+    if (this.stopped) return
+    const at = q.nextDueTime(this.deps.db)
+    if (at === null) return
+    if (this.timerAt !== null && this.timerAt <= at && this.timer !== null) return
+    if (this.timer !== null) this.deps.clock.clearTimeout(this.timer)
+    this.timerAt = at
+    const delay = Math.min(Math.max(0, at - this.deps.clock.now()), MAX_TIMER_MS)
+    this.timer = this.deps.clock.setTimeout(() => {
+      this.timer = null
+      this.timerAt = null
+      void this.scan()
+    }, delay)
+  }
+
+  /** Brings due messages into the active window, as room allows. */
+  private async scan(): Promise<void> {
+    if (this.scanning || this.stopped) return
+    this.scanning = true
+    try {
+      for (;;) {
+        const room = this.deps.config().qmgrMessageActiveLimit - this.active.size
+        if (room <= 0) break
+        const now = this.deps.clock.now()
+        const ids = q.dueMessageIds(this.deps.db, now, SCAN_BATCH).filter((id) => !this.active.has(id)).slice(0, room)
+        if (ids.length === 0) {
+          this.backlogged = false
+          break
+        }
+        const loaded: Array<ActiveMessage> = []
+        for (const id of ids) {
+          const m = q.loadDueMessage(this.deps.db, id, now)
+          if (m !== null && m.recipients.length > 0) loaded.push(m)
+        }
+        const leaseUntil = now + LEASE_MS
+        await this.deps.committer.run((db) => {
+          for (const m of loaded) q.activateRecipients(db, m.recipients.map((r) => r.id), leaseUntil)
+        })
+        for (const m of loaded) this.admit(m)
+        if (ids.length < SCAN_BATCH) break
+      }
+    } catch (err) {
+      this.deps.log.error({ actor: "qmgr", err }, "scan of the deferred queue failed; retrying in 1s")
+      this.timer = this.deps.clock.setTimeout(() => {
+        this.timer = null
+        void this.scan()
+      }, 1000)
+      return
+    } finally {
+      this.scanning = false
+    }
+    this.rearm()
+  }
+
+  // ------------------------------------------------------------------------------ routing, dispatch
+
+  private dispatch(entry: ActiveEntry, config: PosternConfig): void {
+    const groups = new Map<string, { route: Route; recipients: Array<QueuedRecipient> }>()
+    for (const r of entry.message.recipients) {
+      const route = resolveRoute(config, r.address)
+      const g = groups.get(route.key) ?? { route, recipients: [] }
+      g.recipients.push(r)
+      groups.set(route.key, g)
+    }
+    for (const { route, recipients } of groups.values()) {
+      const limit = route.serviceConfig.destinationRecipientLimit ?? config.defaultDestinationRecipientLimit
+      for (let i = 0; i < recipients.length; i += limit) {
+        this.destinationFor(route, config).enqueue({
+          id: `${entry.message.queueId}.${++this.requestSeq}`,
+          route,
+          message: entry.message,
+          recipients: recipients.slice(i, i + limit),
+          body: () => this.bodyOf(entry.message),
+        })
+      }
+    }
+  }
+
+  private bodyOf(m: ActiveMessage) {
+    if (m.body !== null) return m.body
+    return readableFromChunks(() => q.readBodyChunks(this.deps.db, m.id))
+  }
+
+  private destinationFor(route: Route, config: PosternConfig): DestinationQueue {
+    let d = this.destinations.get(route.key)
+    if (d === undefined) {
+      const s = route.serviceConfig
+      d = new DestinationQueue(
+        route.key,
+        {
+          name: route.key,
+          deadTime: config.minimalBackoffTime,
+          limits: {
+            initial: s.initialDestinationConcurrency ?? config.initialDestinationConcurrency,
+            limit: s.destinationConcurrencyLimit ?? config.defaultDestinationConcurrencyLimit,
+            positive: parseFeedback("1")!,
+            negative: parseFeedback("1")!,
+            cohortLimit: 1,
+          },
+        },
+        {
+          clock: this.deps.clock,
+          log: this.deps.log,
+          deliver: this.deps.deliver,
+          done: (request, output, durationMs) => this.onDelivered(request, output, durationMs),
+          restartPolicy: this.deps.destinationPolicy,
+          escalate: this.deps.escalate,
+        },
+      )
+      this.destinations.set(route.key, d)
+    }
+    return d
+  }
+
+  // ---------------------------------------------------------------------------------- outcomes
+
+  private onDelivered(request: DeliveryRequest, output: DeliveryOutput, durationMs: number): void {
+    const entry = this.active.get(request.message.id)
+    if (entry === undefined) return
+    const now = this.deps.clock.now()
+    const m = request.message
+    const attempts: Array<{ r: QueuedRecipient; v: RecipientVerdict; kind: RecipientOutcomeKind }> = []
+    for (const r of request.recipients) {
+      const v: RecipientVerdict = output.verdicts[r.address] ?? {
+        verdict: "deferred",
+        dsn: "4.3.0",
+        reply: "delivery agent returned no status",
+        remote: false,
+      }
+      attempts.push({ r, v, kind: v.verdict })
+      if (v.verdict === "bounced") entry.failed.push({ recipient: r, verdict: v, relay: output.relay, at: now })
+      if (v.verdict === "deferred") entry.deferred.set(r.id, { verdict: v, destination: request.route.key, relay: output.relay })
+      this.deps.log.info(
+        {
+          queue_id: m.queueId,
+          to: r.address,
+          relay: output.relay ?? request.route.nexthop,
+          delay: Math.round((now - m.arrivalTime) / 10) / 100,
+          dsn: v.dsn,
+          status: v.verdict,
+          reply: v.reply,
+        },
+        `${m.queueId}: to=<${r.address}>, status=${v.verdict} (${v.reply})`,
+      )
+    }
+    // Sent and bounced recipients are done now: commit that at once, so a crash re-sends as little as possible.
+    this.pendingCompletions++
+    void this.deps.committer
+      .run((db) => {
+        for (const a of attempts) {
+          q.appendAttempt(db, {
+            at: now,
+            queueId: m.queueId,
+            recipient: a.r.address,
+            attempt: a.r.attempts + 1,
+            destination: request.route.key,
+            relay: output.relay,
+            outcome: a.kind,
+            dsn: a.v.dsn,
+            reply: a.v.reply,
+            durationMs: Math.round(durationMs),
+          })
+          if (a.kind === "deferred") q.noteDeferredAttempt(db, a.r.id, request.route.key, a.v.reply)
+          else if (a.kind !== "bounced") q.completeRecipient(db, a.r.id)
+          // bounced recipients are completed together with their report, in settle()
+        }
+      })
+      .catch((err) => this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not record delivery outcomes; they will be retried"))
+      .finally(() => {
+        this.pendingCompletions--
+        for (const a of attempts) {
+          const type = a.kind === "sent" ? "recipient.sent" : a.kind === "bounced" ? "recipient.bounced" : "recipient.deferred"
+          entry.actor.send({ type, recipientId: a.r.id, now: this.deps.clock.now() })
+        }
+      })
+  }
+
+  /** The message actor decided: commit the decision, send any report, leave the window. */
+  private settle(entry: ActiveEntry, decision: MessageDecision): void {
+    const config = this.deps.config()
+    const now = this.deps.clock.now()
+    const m = entry.message
+    const failed = [...entry.failed]
+    if (decision.kind === "expired") {
+      for (const [id, d] of entry.deferred) {
+        const r = entry.byId.get(id)!
+        failed.push({
+          recipient: r,
+          // Postfix keeps the last temporary status (e.g. 4.4.1) in the report of an expired recipient.
+          verdict: { ...d.verdict, verdict: "bounced" },
+          relay: d.relay,
+          at: now,
+        })
+        this.deps.log.info({ queue_id: m.queueId, to: r.address, status: "expired", dsn: d.verdict.dsn, reply: d.verdict.reply }, `${m.queueId}: to=<${r.address}>, status=expired, returned to sender`)
+      }
+    }
+    this.pendingCompletions++
+    void this.deps.committer
+      .run((db) => {
+        let bounce: { message: ActiveMessage } | null = null
+        if (failed.length > 0) {
+          const original = m.body ?? q.readBody(db, m.id)
+          const report = makeBounce(m, original, failed, { hostname: config.hostname, now, queueId: this.deps.newQueueId() })
+          if (report === null) {
+            this.deps.log.info({ queue_id: m.queueId, from: m.sender }, `${m.queueId}: no non-delivery report (null sender or NOTIFY)`)
+          } else {
+            const admit = this.hasRoom()
+            const committed = q.commitMessage(db, report.message, [report.body], 0, null, admit, now + LEASE_MS)
+            if (admit) {
+              bounce = {
+                message: {
+                  id: committed.messageId,
+                  queueId: report.message.queueId,
+                  arrivalTime: now,
+                  sender: "",
+                  mailParams: {},
+                  size: report.body.length,
+                  recipients: committed.recipients,
+                  body: report.body,
+                },
+              }
+            }
+            this.deps.log.info({ queue_id: m.queueId, bounce_queue_id: report.message.queueId }, `${m.queueId}: sender non-delivery notification: ${report.message.queueId}`)
+          }
+          for (const f of failed) q.completeRecipient(db, f.recipient.id)
+          if (decision.kind === "expired") {
+            for (const f of failed) {
+              if (!entry.deferred.has(f.recipient.id)) continue
+              q.appendAttempt(db, {
+                at: now, queueId: m.queueId, recipient: f.recipient.address, attempt: f.recipient.attempts + 1,
+                destination: entry.deferred.get(f.recipient.id)!.destination, relay: f.relay, outcome: "expired",
+                dsn: f.verdict.dsn, reply: f.verdict.reply, durationMs: 0,
+              })
+            }
+          }
+        }
+        if (decision.kind === "deferred") {
+          for (const id of entry.deferred.keys()) q.rescheduleRecipient(db, id, decision.nextAttemptAt)
+        }
+        q.deleteMessageIfDone(db, m.id)
+        return bounce
+      })
+      .then((bounce) => {
+        if (bounce !== null) this.admit(bounce.message)
+      })
+      .then(
+        () => {
+          this.pendingCompletions--
+          this.release(entry)
+        },
+        (err: unknown) => {
+          // The store could not commit (disk full, I/O): keep the message active and try again.
+          this.pendingCompletions--
+          this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not commit the message's outcome; retrying in 1s")
+          this.deps.clock.setTimeout(() => this.settle(entry, decision), 1000)
+        },
+      )
+  }
+
+  private release(entry: ActiveEntry): void {
+    this.active.delete(entry.message.id)
+    entry.actor.stop()
+    if (this.active.size === 0 || this.destinations.size > 1000) {
+      for (const [key, d] of this.destinations) {
+        if (d.isIdle()) {
+          d.stop()
+          this.destinations.delete(key)
+        }
+      }
+    }
+    if (this.backlogged) void this.scan()
+    else this.rearm()
+  }
+}

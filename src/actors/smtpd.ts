@@ -1,0 +1,296 @@
+// The SMTP server (Postfix's smtpd): one smtp-server instance per listener, one session actor per
+// connection. Callbacks from smtp-server become session events; replies follow Postfix's texts. The
+// reply to end-of-data is sent only after the group commit holding the message, its body and all its
+// recipients is on disk; a store failure becomes 451/452 so the client retries and nothing is lost.
+import type { Readable } from "node:stream"
+import { SMTPServer, type SMTPServerSession, type SMTPServerAddress } from "smtp-server"
+import { createActor, type ActorRefFrom } from "xstate"
+import type { ListenerConfig, PosternConfig } from "../config/types.js"
+import { sessionMachine } from "../machines/session.js"
+import type { ClockShape } from "../runtime/clock.js"
+import type { Logger } from "../runtime/log.js"
+import { rfc5322Date } from "../dsn/ndr.js"
+import { StoreError } from "../store/errors.js"
+import type { GroupCommitter } from "../store/group-commit.js"
+import { commitMessage } from "../store/queue-store.js"
+import type { ActiveMessage, MailParams, RcptParams } from "../store/types.js"
+import type { ResolverShape } from "../transport/dns.js"
+import { MessageIntake } from "../smtpd/intake.js"
+import { checkRecipient, isInNetworks, parseNetworks } from "../smtpd/relay-policy.js"
+
+export interface SmtpdDeps {
+  readonly config: () => PosternConfig
+  readonly committer: GroupCommitter
+  readonly clock: ClockShape
+  readonly log: Logger
+  readonly dns: ResolverShape
+  readonly newQueueId: () => string
+  /** The queue manager's side of the hand-off. */
+  readonly qmgr: { hasRoom(): boolean; admit(m: ActiveMessage): void; noteBacklog(): void; readonly leaseMs: number }
+}
+
+/** MAIL FROM and RCPT TO parameters Postern understands; anything else is refused (555 5.5.4). */
+const MAIL_PARAMS = new Set(["SIZE", "BODY", "SMTPUTF8", "ENVID", "RET"])
+const RCPT_PARAMS = new Set(["NOTIFY", "ORCPT"])
+
+class SmtpReply extends Error {
+  constructor(
+    readonly responseCode: number,
+    text: string,
+  ) {
+    super(text)
+  }
+}
+
+const paramsOf = (args: unknown): Record<string, string | true> => {
+  const out: Record<string, string | true> = {}
+  if (args !== null && typeof args === "object") {
+    for (const [k, v] of Object.entries(args as Record<string, unknown>)) out[k.toUpperCase()] = v === true ? true : String(v)
+  }
+  return out
+}
+
+type SessionActor = ActorRefFrom<typeof sessionMachine>
+
+export class Smtpd {
+  private readonly servers: Array<SMTPServer> = []
+  private readonly sessions = new Map<string, SessionActor>()
+  private networks
+
+  constructor(private readonly deps: SmtpdDeps) {
+    this.networks = parseNetworks(deps.config().mynetworks)
+  }
+
+  isTrusted(address: string): boolean {
+    return isInNetworks(address, this.networks)
+  }
+
+  /** Starts every listener; resolves once all are listening. */
+  async listen(): Promise<ReadonlyArray<{ host: string; port: number }>> {
+    const bound: Array<{ host: string; port: number }> = []
+    for (const l of this.deps.config().listen) {
+      const server = this.makeServer(l)
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject)
+        server.listen(l.port, l.host, () => {
+          server.removeListener("error", reject)
+          resolve()
+        })
+      })
+      server.on("error", (err) => this.deps.log.error({ actor: "smtpd", err }, "listener error"))
+      const addr = (server as unknown as { server: { address(): { port: number } } }).server.address()
+      bound.push({ host: l.host, port: addr.port })
+      this.servers.push(server)
+    }
+    return bound
+  }
+
+  /** Stops accepting connections; open sessions finish (smtp-server closes them after its timeout). */
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))))
+    this.servers.length = 0
+  }
+
+  sessionCount(): number {
+    return this.sessions.size
+  }
+
+  private makeServer(l: ListenerConfig): SMTPServer {
+    const config = this.deps.config()
+    return new SMTPServer({
+      name: config.hostname,
+      banner: "ESMTP Postern",
+      size: config.messageSizeLimit,
+      disabledCommands: ["AUTH", "STARTTLS"],
+      authOptional: true,
+      hideSTARTTLS: true,
+      hideDSN: true,
+      hideREQUIRETLS: true,
+      hideENHANCEDSTATUSCODES: false,
+      hidePIPELINING: false,
+      hide8BITMIME: false,
+      hideSMTPUTF8: false,
+      logger: false,
+      socketTimeout: config.smtpdTimeout,
+      closeTimeout: 10_000,
+      greetingDelay: (remote: string) => (this.isTrusted(remote) ? 0 : l.greetWait),
+      resolver: { reverse: (ip: string, cb: (err: Error | null, names?: Array<string>) => void) => {
+        this.deps.dns.reverse(ip).then((n) => cb(null, [...n]), (e: Error) => cb(e))
+      } },
+      onConnect: (session, cb) => {
+        this.openSession(session)
+        cb()
+      },
+      onClose: (session) => this.closeSession(session),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
+      onData: (stream, session, cb) => {
+        this.onData(stream, session).then(
+          (text) => cb(null, text),
+          (err: SmtpReply) => cb(err),
+        )
+      },
+    } as ConstructorParameters<typeof SMTPServer>[0])
+  }
+
+  private openSession(session: SMTPServerSession): void {
+    const actor = createActor(sessionMachine, {
+      clock: this.deps.clock,
+      input: {
+        sessionId: session.id,
+        clientAddress: session.remoteAddress,
+        trusted: this.isTrusted(session.remoteAddress),
+        recipientLimit: this.deps.config().smtpdRecipientLimit,
+      },
+    })
+    actor.subscribe({
+      error: (err) => this.deps.log.error({ actor: `session/${session.id}`, parent: "smtpd", err }, "session actor failed"),
+    })
+    actor.start()
+    this.sessions.set(session.id, actor)
+  }
+
+  private closeSession(session: SMTPServerSession): void {
+    const actor = this.sessions.get(session.id)
+    if (actor === undefined) return
+    actor.send({ type: "smtp.close" })
+    actor.stop()
+    this.sessions.delete(session.id)
+  }
+
+  private actorOf(session: SMTPServerSession): SessionActor {
+    let actor = this.sessions.get(session.id)
+    if (actor === undefined) {
+      this.openSession(session)
+      actor = this.sessions.get(session.id)!
+    }
+    const helo = session.hostNameAppearsAs ?? ""
+    if (helo !== "" && actor.getSnapshot().context.helo !== helo) actor.send({ type: "smtp.helo", name: helo })
+    return actor
+  }
+
+  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const params = paramsOf(address.args)
+    const unknown = Object.keys(params).find((k) => !MAIL_PARAMS.has(k))
+    if (unknown !== undefined) return cb(new SmtpReply(555, `5.5.4 Unsupported option: ${unknown}`))
+    this.actorOf(session).send({ type: "smtp.mail", sender: address.address, params: params as MailParams })
+    cb()
+  }
+
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const actor = this.actorOf(session)
+    const params = paramsOf(address.args)
+    const unknown = Object.keys(params).find((k) => !RCPT_PARAMS.has(k))
+    if (unknown !== undefined) return cb(new SmtpReply(555, `5.5.4 Unsupported option: ${unknown}`))
+    const ctx = actor.getSnapshot().context
+    if ((ctx.envelope?.recipients.length ?? 0) >= ctx.recipientLimit) {
+      return cb(new SmtpReply(452, "4.5.3 Error: too many recipients"))
+    }
+    const decision = checkRecipient(this.deps.config(), ctx.trusted, address.address)
+    if (!decision.ok) {
+      actor.send({ type: "smtp.rcpt.rejected", address: address.address })
+      this.deps.log.info(
+        { actor: `session/${session.id}`, client: session.remoteAddress, to: address.address, reply: `${decision.code} ${decision.text}` },
+        `NOQUEUE: reject: RCPT from [${session.remoteAddress}]: ${decision.code} ${decision.text}`,
+      )
+      return cb(new SmtpReply(decision.code, decision.text))
+    }
+    actor.send({ type: "smtp.rcpt.accepted", address: address.address, params: params as RcptParams })
+    cb()
+  }
+
+  private async onData(stream: Readable, session: SMTPServerSession): Promise<string> {
+    const config = this.deps.config()
+    const actor = this.actorOf(session)
+    const envelope = actor.getSnapshot().context.envelope
+    if (envelope === null || envelope.recipients.length === 0) {
+      stream.resume()
+      throw new SmtpReply(503, "5.5.1 Error: need RCPT command")
+    }
+    actor.send({ type: "smtp.data.start" })
+    const queueId = this.deps.newQueueId()
+    const arrival = this.deps.clock.now()
+    const intake = new MessageIntake(
+      this.deps.committer,
+      queueId,
+      arrival,
+      config.messageSizeLimit,
+      this.receivedHeader(session, queueId, envelope.recipients, arrival, config),
+    )
+    try {
+      for await (const chunk of stream) await intake.write(chunk as Buffer)
+    } catch (err) {
+      actor.send({ type: "smtp.data.aborted" })
+      await intake.discard()
+      throw new SmtpReply(451, "4.3.0 Error: message transfer interrupted")
+    }
+    actor.send({ type: "smtp.data.end" })
+    if (intake.oversize || (stream as Readable & { sizeExceeded?: boolean }).sizeExceeded === true) {
+      await intake.discard()
+      actor.send({ type: "queue.message.failed", reason: "size" })
+      throw new SmtpReply(552, "5.3.4 Error: message file too big")
+    }
+    if (intake.hopCount() > config.hopcountLimit) {
+      await intake.discard()
+      actor.send({ type: "queue.message.failed", reason: "hops" })
+      throw new SmtpReply(554, "5.4.6 Error: too many hops")
+    }
+    try {
+      const { tail, firstSeq, whole } = await intake.finish()
+      const admit = this.deps.qmgr.hasRoom()
+      const message = {
+        queueId,
+        arrivalTime: arrival,
+        sender: envelope.sender,
+        mailParams: envelope.mailParams,
+        client: { address: session.remoteAddress, helo: session.hostNameAppearsAs ?? "", hostname: session.clientHostname ?? "" },
+        recipients: envelope.recipients,
+        size: intake.size,
+      }
+      const leaseUntil = arrival + this.deps.qmgr.leaseMs
+      const committed = await this.deps.committer.run((db) =>
+        commitMessage(db, message, tail, firstSeq, intake.incomingId, admit, leaseUntil),
+      )
+      actor.send({ type: "queue.message.committed", queueId })
+      this.deps.log.info(
+        { queue_id: queueId, from: envelope.sender, size: intake.size, nrcpt: envelope.recipients.length, client: session.remoteAddress },
+        `${queueId}: from=<${envelope.sender}>, size=${intake.size}, nrcpt=${envelope.recipients.length} (queue active)`,
+      )
+      if (admit) {
+        this.deps.qmgr.admit({
+          id: committed.messageId,
+          queueId,
+          arrivalTime: arrival,
+          sender: envelope.sender,
+          mailParams: envelope.mailParams,
+          size: intake.size,
+          recipients: committed.recipients,
+          body: whole,
+        })
+      } else {
+        this.deps.qmgr.noteBacklog()
+      }
+      return `2.0.0 Ok: queued as ${queueId}`
+    } catch (err) {
+      const e = StoreError.from(err)
+      actor.send({ type: "queue.message.failed", reason: e.reason })
+      await intake.discard()
+      this.deps.log.error({ actor: `session/${session.id}`, queue_id: queueId, err: e }, "could not queue the message")
+      throw new SmtpReply(e.smtpReply.code, e.smtpReply.text)
+    }
+  }
+
+  private receivedHeader(
+    session: SMTPServerSession,
+    queueId: string,
+    recipients: ReadonlyArray<{ address: string }>,
+    now: number,
+    config: PosternConfig,
+  ): string {
+    const helo = (session.hostNameAppearsAs ?? "unknown").replace(/[^\x21-\x7e]/g, "")
+    const host = (session.clientHostname ?? "").replace(/^\[.*\]$/, "").replace(/[^\x21-\x7e]/g, "") || "unknown"
+    const proto = session.transmissionType ?? "ESMTP"
+    const forPart = recipients.length === 1 ? `\r\n\tfor <${recipients[0]!.address}>` : ""
+    return `Received: from ${helo} (${host} [${session.remoteAddress}])\r\n\tby ${config.hostname} (Postern) with ${proto} id ${queueId}${forPart}; ${rfc5322Date(now)}\r\n`
+  }
+}

@@ -1,0 +1,127 @@
+// Postern's supervision tree, read like Postfix's master.cf: every kind of actor, who supervises it,
+// how it is restarted, how often it may fail, and what happens past that. `startSystem` builds the tree
+// from this table. Crash-only at the root: an escalation there exits the process non-zero, and the next
+// start recovers from the database.
+import type Database from "better-sqlite3"
+import type { PosternConfig } from "../config/types.js"
+import type { RestartPolicy } from "../machines/supervisor.js"
+import type { ClockShape } from "../runtime/clock.js"
+import type { Logger } from "../runtime/log.js"
+import type { RngShape } from "../runtime/rng.js"
+import { GroupCommitter } from "../store/group-commit.js"
+import { makeQueueIdGenerator } from "../store/queue-id.js"
+import { recover, type RecoveryReport } from "../store/recovery.js"
+import type { ResolverShape } from "../transport/dns.js"
+import { DeliveryAgent, type DeliveryRequest } from "./delivery.js"
+import { QueueManager } from "./qmgr.js"
+import { Smtpd } from "./smtpd.js"
+
+export type Restart = "permanent" | "temporary"
+export type Strategy = "one-for-one" | "one-for-all" | "rest-for-one"
+
+export interface ServiceRow {
+  readonly service: string
+  readonly parent: string
+  readonly restart: Restart
+  readonly strategy: Strategy
+  readonly policy: RestartPolicy
+  /** What happens past the restart intensity. */
+  readonly onLimit: "escalate" | "exit"
+  readonly note: string
+}
+
+const s = (ms: number) => ms * 1000
+//                                                   max restarts   within    backoff   max backoff
+const policy = (maxRestarts: number, withinMs: number, backoffMs: number, maxBackoffMs: number): RestartPolicy => ({
+  maxRestarts,
+  withinMs,
+  backoffMs,
+  maxBackoffMs,
+})
+
+/** The table. Order matters for rest-for-one: a row depends on the rows above it. */
+export const SYSTEM: ReadonlyArray<ServiceRow> = [
+  { service: "store",       parent: "root",        restart: "permanent", strategy: "one-for-all",  policy: policy(0, s(60), 0, 0),        onLimit: "exit",     note: "the one writer (group commit); a failure here exits: recovery rebuilds from the database" },
+  { service: "qmgr",        parent: "root",        restart: "permanent", strategy: "rest-for-one", policy: policy(0, s(60), 0, 0),        onLimit: "exit",     note: "active window and due timer; its state is the store's, so a restart is a process restart" },
+  { service: "destination", parent: "qmgr",        restart: "permanent", strategy: "one-for-one",  policy: policy(5, s(60), 100, s(5)),   onLimit: "escalate", note: "one per (service, nexthop); restarted with the initial window, queued requests kept" },
+  { service: "delivery",    parent: "destination", restart: "temporary", strategy: "one-for-one",  policy: policy(0, s(60), 0, 0),        onLimit: "escalate", note: "one per attempt; never restarted: its recipients are deferred and retried (predecessor backs off)" },
+  { service: "message",     parent: "qmgr",        restart: "temporary", strategy: "one-for-one",  policy: policy(0, s(60), 0, 0),        onLimit: "escalate", note: "one per active message; on failure its recipients return to the queue (recovery on next scan)" },
+  { service: "smtpd",       parent: "root",        restart: "permanent", strategy: "one-for-one",  policy: policy(5, s(60), s(1), s(30)), onLimit: "exit",     note: "one listener per listen entry" },
+  { service: "session",     parent: "smtpd",       restart: "temporary", strategy: "one-for-one",  policy: policy(0, s(60), 0, 0),        onLimit: "escalate", note: "one per connection; a failed session is dropped, the client retries (nothing was acknowledged)" },
+]
+
+export const row = (service: string): ServiceRow => {
+  const r = SYSTEM.find((x) => x.service === service)
+  if (r === undefined) throw new Error(`no supervision row for ${service}`)
+  return r
+}
+
+export interface SystemDeps {
+  readonly config: () => PosternConfig
+  readonly db: Database.Database
+  readonly clock: ClockShape
+  readonly rng: RngShape
+  readonly dns: ResolverShape
+  readonly log: Logger
+  /** The root's answer to an escalation: Postern exits non-zero (crash-only). */
+  readonly exit: (code: number, reason: unknown) => void
+  /** Test-only fault hook for delivery agents. */
+  readonly deliveryFault?: (request: DeliveryRequest) => void
+}
+
+export interface RunningSystem {
+  readonly committer: GroupCommitter
+  readonly qmgr: QueueManager
+  readonly smtpd: Smtpd
+  readonly agent: DeliveryAgent
+  readonly recovery: RecoveryReport
+  readonly listening: ReadonlyArray<{ host: string; port: number }>
+  /** Graceful stop: no new mail, in-flight deliveries get up to `graceMs`, then everything closes. */
+  readonly stop: (graceMs: number) => Promise<void>
+}
+
+export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
+  const recovery = recover(deps.db)
+  deps.log.info({ actor: "store", ...recovery }, "queue recovered")
+  const committer = new GroupCommitter(deps.db)
+  const newQueueId = makeQueueIdGenerator(deps.clock, deps.rng)
+  const agent = new DeliveryAgent({
+    config: deps.config,
+    clock: deps.clock,
+    rng: deps.rng,
+    dns: deps.dns,
+    log: deps.log,
+    ...(deps.deliveryFault !== undefined ? { faultHook: deps.deliveryFault } : {}),
+  })
+  const qmgr = new QueueManager({
+    config: deps.config,
+    db: deps.db,
+    committer,
+    clock: deps.clock,
+    log: deps.log,
+    newQueueId,
+    deliver: (r) => agent.deliver(r),
+    destinationPolicy: row("destination").policy,
+    escalate: (err) => deps.exit(70, err),
+  })
+  const smtpd = new Smtpd({ config: deps.config, committer, clock: deps.clock, log: deps.log, dns: deps.dns, newQueueId, qmgr })
+  // Listen first: every second down is mail turned away. The due scan runs right after.
+  const listening = await smtpd.listen()
+  qmgr.start()
+  deps.log.info({ actor: "system", listening }, "postern is running")
+  return {
+    committer,
+    qmgr,
+    smtpd,
+    agent,
+    recovery,
+    listening,
+    stop: async (graceMs) => {
+      const closing = smtpd.close()
+      await qmgr.stop(graceMs)
+      agent.abortAll()
+      committer.close()
+      await Promise.race([closing, new Promise((r) => setTimeout(r, 1000))])
+    },
+  }
+}

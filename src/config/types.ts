@@ -1,0 +1,60 @@
+// The decoded, validated configuration every part of Postern reads.
+// Produced only by src/config/load.ts (YAML → Effect Schema → this shape); durations are milliseconds,
+// defaults are filled in, and built-in services are merged with the user's `services`.
+
+/** A listener: one `listen` entry. */
+export interface ListenerConfig {
+  readonly host: string
+  readonly port: number
+  /** Early-talker wait before the 220 greeting for clients outside `mynetworks` (ms); trusted clients never wait. */
+  readonly greetWait: number
+}
+
+/** The kinds of delivery service Postern implements (master.cf's service types). */
+export type ServiceType = "smtp" | "lmtp" | "discard" | "error"
+
+/** Per-service overrides of the scheduling keys (Postfix's `<service>_*` parameters); absent = global default. */
+export interface ServiceConfig {
+  readonly type: ServiceType
+  readonly initialDestinationConcurrency?: number
+  readonly destinationConcurrencyLimit?: number
+  readonly destinationRecipientLimit?: number
+}
+
+/** A `transports` value `"service:nexthop"`; an empty part keeps the default (transport(5)). */
+export interface TransportEntry {
+  readonly service: string | null
+  readonly nexthop: string | null
+}
+
+export interface PosternConfig {
+  readonly hostname: string
+  readonly dataDir: string
+  readonly listen: ReadonlyArray<ListenerConfig>
+  readonly mynetworks: ReadonlyArray<string>
+  readonly relayDomains: ReadonlyArray<string>
+  /** `"[host]:port"` (no MX lookup) or `"host"` (MX); null = MX of the recipient domain. */
+  readonly relayhost: string | null
+  /** Keys: `domain`, `.domain` (subdomains) or `*`; see transport(5). */
+  readonly transports: Readonly<Record<string, TransportEntry>>
+  /** Built-ins `smtp`, `relay`, `lmtp`, `discard`, `error`, plus the user's; user entries override built-ins. */
+  readonly services: Readonly<Record<string, ServiceConfig>>
+  readonly messageSizeLimit: number
+  readonly smtpdRecipientLimit: number
+  readonly hopcountLimit: number
+  readonly minimalBackoffTime: number
+  readonly maximalBackoffTime: number
+  readonly maximalQueueLifetime: number
+  readonly bounceQueueLifetime: number
+  readonly initialDestinationConcurrency: number
+  readonly defaultDestinationConcurrencyLimit: number
+  readonly defaultDestinationRecipientLimit: number
+  /** Postfix's qmgr_message_active_limit. */
+  readonly qmgrMessageActiveLimit: number
+  readonly smtpConnectTimeout: number
+  readonly smtpHeloTimeout: number
+  readonly smtpDataDoneTimeout: number
+  /** Idle time of the SMTP session for a client (smtpd_timeout). */
+  readonly smtpdTimeout: number
+  readonly logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent"
+}

@@ -1,0 +1,179 @@
+// One delivery attempt (Postfix's smtp(8) for one request): up to `destinationRecipientLimit` recipients
+// of one message to one nexthop. It resolves the nexthop's servers, connects (or reuses a cached
+// session), transfers, and walks to the next server as Postfix's failure policy allows. Its output is a
+// verdict per recipient and whether the whole site failed. Never persisted or restored: after a crash its
+// recipients come back through recovery, so the mail is never sent twice by a restored invoke.
+import { assign, fromPromise, setup } from "xstate"
+import type { Target, TargetsResult } from "../transport/mx.js"
+import {
+  classifyAttempt,
+  type AttemptResult,
+  type RecipientVerdict,
+} from "../transport/smtp-outcome.js"
+
+export interface DeliveryInput {
+  readonly deliveryId: string
+  readonly nexthop: string
+  readonly recipients: ReadonlyArray<string>
+}
+
+export interface DeliveryOutput {
+  readonly verdicts: Readonly<Record<string, RecipientVerdict>>
+  readonly siteFailure: boolean
+  /** The last server spoken to, host[address]:port, or null when none was reached. */
+  readonly relay: string | null
+}
+
+export interface DeliveryContext {
+  readonly deliveryId: string
+  readonly nexthop: string
+  readonly targets: ReadonlyArray<Target>
+  readonly index: number
+  /** Recipients without a verdict yet. */
+  readonly pending: ReadonlyArray<string>
+  readonly verdicts: Readonly<Record<string, RecipientVerdict>>
+  readonly siteFailure: boolean
+  readonly relay: string | null
+}
+
+const notProvided = (name: string) => () => Promise.reject(new Error(`delivery actor "${name}" was not provided by the host`))
+
+const serverName = (t: Target | undefined): string => (t === undefined ? "unknown" : `${t.hostname}[${t.address}]:${t.port}`)
+
+/** Folds one server's result into the context: verdicts, who is left, site failure. */
+const absorb = (context: DeliveryContext, result: AttemptResult): Partial<DeliveryContext> => {
+  const finalServer = context.index >= context.targets.length - 1
+  const c = classifyAttempt(result, context.pending, finalServer, serverName(context.targets[context.index]))
+  const verdicts = { ...context.verdicts }
+  for (const [address, v] of c.verdicts) verdicts[address] = v
+  return {
+    verdicts,
+    pending: c.tryNextServer,
+    siteFailure: c.siteFailure,
+    relay: result.stage === "connect" || result.stage === "local" ? context.relay : serverName(context.targets[context.index]),
+  }
+}
+
+export const deliveryMachine = setup({
+  types: {
+    context: {} as DeliveryContext,
+    input: {} as DeliveryInput,
+    output: {} as DeliveryOutput,
+  },
+  actors: {
+    resolveTargets: fromPromise<TargetsResult, { nexthop: string }>(notProvided("resolveTargets")),
+    /** Opens (or takes from the cache) a session to the target; "ready" or where it failed. */
+    openSession: fromPromise<"ready" | AttemptResult, { deliveryId: string; target: Target }>(notProvided("openSession")),
+    /** Runs one mail transaction for the pending recipients on the open session. */
+    transfer: fromPromise<AttemptResult, { deliveryId: string; recipients: ReadonlyArray<string> }>(notProvided("transfer")),
+  },
+  guards: {
+    hasNextServer: ({ context }) => context.pending.length > 0 && context.index + 1 < context.targets.length,
+  },
+  actions: {
+    failAllOnLookup: assign(({ context }, result: TargetsResult) => {
+      if (result.kind !== "failed") return {}
+      const verdicts = { ...context.verdicts }
+      for (const a of context.pending) {
+        verdicts[a] = { verdict: result.permanent ? "bounced" : "deferred", dsn: result.dsn, reply: result.reason, remote: false }
+      }
+      return { verdicts, pending: [] }
+    }),
+    absorbResult: assign(({ context }, result: AttemptResult) => absorb(context, result)),
+    advanceServer: assign({ index: ({ context }) => context.index + 1 }),
+  },
+}).createMachine({
+  id: "delivery",
+  context: ({ input }) => ({
+    deliveryId: input.deliveryId,
+    nexthop: input.nexthop,
+    targets: [],
+    index: 0,
+    pending: input.recipients,
+    verdicts: {},
+    siteFailure: false,
+    relay: null,
+  }),
+  initial: "resolving",
+  output: ({ context }) => ({ verdicts: context.verdicts, siteFailure: context.siteFailure, relay: context.relay }),
+  states: {
+    resolving: {
+      description: "Looking up the nexthop's servers (MX, then addresses), unless it is bracketed.",
+      invoke: {
+        src: "resolveTargets",
+        input: ({ context }) => ({ nexthop: context.nexthop }),
+        onDone: [
+          {
+            guard: ({ event }) => event.output.kind === "failed",
+            actions: { type: "failAllOnLookup", params: ({ event }) => event.output },
+            target: "finished",
+          },
+          {
+            actions: assign({ targets: ({ event }) => (event.output.kind === "targets" ? event.output.targets : []) }),
+            target: "connecting",
+          },
+        ],
+        onError: {
+          actions: {
+            type: "failAllOnLookup",
+            params: ({ event }) => ({
+              kind: "failed" as const,
+              permanent: false,
+              dsn: "4.4.3",
+              reason: `lookup of ${String((event.error as Error)?.message ?? event.error)} failed`,
+            }),
+          },
+          target: "finished",
+        },
+      },
+    },
+    connecting: {
+      description: "Opening a session with the current server: TCP connect, greeting, EHLO (or a cached session).",
+      invoke: {
+        src: "openSession",
+        input: ({ context }) => ({ deliveryId: context.deliveryId, target: context.targets[context.index]! }),
+        onDone: [
+          { guard: ({ event }) => event.output === "ready", target: "transferring" },
+          {
+            actions: { type: "absorbResult", params: ({ event }) => event.output as AttemptResult },
+            target: "choosingServer",
+          },
+        ],
+        onError: {
+          actions: {
+            type: "absorbResult",
+            params: ({ event }) => ({ stage: "connect" as const, reason: String((event.error as Error)?.message ?? event.error) }),
+          },
+          target: "choosingServer",
+        },
+      },
+    },
+    transferring: {
+      description: "MAIL, RCPT and DATA for the recipients still pending, on the open session.",
+      invoke: {
+        src: "transfer",
+        input: ({ context }) => ({ deliveryId: context.deliveryId, recipients: context.pending }),
+        onDone: { actions: { type: "absorbResult", params: ({ event }) => event.output }, target: "choosingServer" },
+        onError: {
+          actions: {
+            type: "absorbResult",
+            params: ({ event }) => ({
+              stage: "io" as const,
+              reason: String((event.error as Error)?.message ?? event.error),
+              sessionCompleted: false,
+            }),
+          },
+          target: "choosingServer",
+        },
+      },
+    },
+    choosingServer: {
+      description: "Some recipients may go to the next server (Postfix's smtp_trouble rules); otherwise done.",
+      always: [{ guard: "hasNextServer", actions: "advanceServer", target: "connecting" }, { target: "finished" }],
+    },
+    finished: {
+      description: "Every recipient has a verdict: sent, deferred or bounced.",
+      type: "final",
+    },
+  },
+})

@@ -1,0 +1,163 @@
+// One outbound SMTP or LMTP session over nodemailer's SMTPConnection (the well-kept client we build on):
+// connect + greeting + EHLO, then any number of mail transactions with RSET between them. Every failure
+// comes back as an AttemptResult for smtp-outcome.ts, never as a thrown error.
+import type { Readable } from "node:stream"
+import SMTPConnection from "nodemailer/lib/smtp-connection"
+import type { AttemptResult, RcptRejection } from "./smtp-outcome.js"
+import type { Target } from "./mx.js"
+
+export interface SessionOptions {
+  readonly target: Target
+  readonly heloName: string
+  readonly lmtp: boolean
+  readonly connectTimeout: number
+  readonly heloTimeout: number
+  readonly dataTimeout: number
+}
+
+export interface OutboundEnvelope {
+  /** '' for the null sender. */
+  readonly from: string
+  readonly to: ReadonlyArray<string>
+  readonly size: number
+  readonly eightBit: boolean
+}
+
+type NodemailerError = Error & {
+  code?: string | undefined
+  response?: string | undefined
+  responseCode?: number | undefined
+  command?: string | undefined
+  recipient?: string | undefined
+}
+
+const describe = (e: NodemailerError): string => {
+  const original = (e as { originalCode?: string }).originalCode
+  if (original === "ECONNREFUSED") return "Connection refused"
+  if (original === "ECONNRESET") return "Connection reset by peer"
+  if (e.code === "ETIMEDOUT") return "Connection timed out"
+  return e.message.replace(/\s+/g, " ").slice(0, 300)
+}
+
+export class SmtpSession {
+  /** Transactions completed on this connection. */
+  transactions = 0
+  private broken = false
+  private constructor(
+    private readonly conn: SMTPConnection,
+    readonly target: Target,
+    readonly openedAt: number,
+  ) {
+    conn.on("error", () => {
+      this.broken = true
+    })
+    conn.on("end", () => {
+      this.broken = true
+    })
+  }
+
+  get usable(): boolean {
+    return !this.broken
+  }
+
+  /** The server's name for logs: host[address]:port. */
+  get relay(): string {
+    return `${this.target.hostname}[${this.target.address}]:${this.target.port}`
+  }
+
+  /** Whether the server announced an ESMTP extension (e.g. "SMTPUTF8"). */
+  supports(extension: string): boolean {
+    const exts = (this.conn as unknown as { _supportedExtensions?: Array<string> })._supportedExtensions ?? []
+    return exts.includes(extension.toUpperCase())
+  }
+
+  static open(options: SessionOptions, now: number): Promise<SmtpSession | AttemptResult> {
+    return new Promise((resolve) => {
+      const conn = new SMTPConnection({
+        host: options.target.address,
+        port: options.target.port,
+        name: options.heloName,
+        lmtp: options.lmtp,
+        ignoreTLS: true,
+        connectionTimeout: options.connectTimeout,
+        greetingTimeout: options.heloTimeout,
+        socketTimeout: options.dataTimeout,
+        logger: false,
+        debug: false,
+      })
+      let settled = false
+      conn.once("error", (e: NodemailerError) => {
+        if (settled) return
+        settled = true
+        conn.close()
+        if (e.command === "CONN" && e.response === undefined) resolve({ stage: "connect", reason: describe(e) })
+        else if (e.response !== undefined) resolve({ stage: "greeting", reply: e.response })
+        else resolve({ stage: "connect", reason: describe(e) })
+      })
+      conn.connect(() => {
+        if (settled) return
+        settled = true
+        resolve(new SmtpSession(conn, options.target, now))
+      })
+    })
+  }
+
+  /** One mail transaction. Resolves with where it ended; never rejects. */
+  send(envelope: OutboundEnvelope, body: Buffer | Readable): Promise<AttemptResult> {
+    const env = {
+      from: envelope.from === "" ? (false as const) : envelope.from,
+      to: [...envelope.to],
+      size: envelope.size,
+      use8BitMime: envelope.eightBit,
+    }
+    return new Promise((resolve) => {
+      this.conn.send(env, body, (err: NodemailerError | null, info) => {
+        const state = env as unknown as { accepted?: Array<string>; rejectedErrors?: Array<NodemailerError> }
+        const rejected: Array<RcptRejection> = (state.rejectedErrors ?? info?.rejectedErrors ?? []).map((r) => ({
+          address: r.recipient ?? "",
+          reply: r.response ?? `${r.responseCode ?? 450} ${r.message}`,
+        }))
+        const accepted = [...(info?.accepted ?? state.accepted ?? [])]
+        if (err === null) {
+          this.transactions++
+          resolve({ stage: "done", reply: info.response, accepted, rejected })
+          return
+        }
+        if (err.code === "EENVELOPE" && err.command === "MAIL FROM") {
+          resolve({ stage: "mail", reply: err.response ?? "451 4.4.0 MAIL FROM failed" })
+        } else if (err.code === "EENVELOPE" && err.command === "RCPT TO") {
+          // every recipient was refused: the transaction ended cleanly
+          this.transactions++
+          resolve({ stage: "done", reply: err.response ?? "", accepted: [], rejected })
+        } else if ((err.code === "EENVELOPE" || err.code === "EMESSAGE") && err.command === "DATA" && err.response) {
+          this.transactions++
+          resolve({ stage: "data", reply: err.response, accepted, rejected })
+        } else {
+          this.broken = true
+          resolve({ stage: "io", reason: describe(err), sessionCompleted: this.transactions > 0 })
+        }
+      })
+    })
+  }
+
+  /** RSET before reusing a cached session; false when the session is no longer usable. */
+  reset(): Promise<boolean> {
+    if (this.broken) return Promise.resolve(false)
+    return new Promise((resolve) => {
+      this.conn.reset((err) => {
+        if (err) this.broken = true
+        resolve(!err)
+      })
+    })
+  }
+
+  close(): void {
+    this.broken = true
+    try {
+      this.conn.quit()
+    } catch {
+      this.conn.close()
+    }
+    setTimeout(() => this.conn.close(), 1000).unref()
+  }
+}

@@ -1,0 +1,70 @@
+// Starts a real Postern in this process for integration tests: a real SQLite file in a temporary data
+// folder, real sockets on 127.0.0.1 (an ephemeral port), the production supervision tree, a DNS table
+// instead of the network, and a silent logger.
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { decodeConfig } from "../../src/config/index.js"
+import type { PosternConfig } from "../../src/config/types.js"
+import { startSystem, type RunningSystem } from "../../src/actors/system.js"
+import { Clock } from "../../src/runtime/clock.js"
+import { silentLogger } from "../../src/runtime/log.js"
+import { seededRng } from "../../src/runtime/rng.js"
+import { openQueueForWriting, type OpenedQueue } from "../../src/store/open.js"
+import { tableResolver } from "../../src/transport/dns.js"
+import type { DeliveryRequest } from "../../src/actors/delivery.js"
+
+export interface TestPostern {
+  readonly port: number
+  readonly config: PosternConfig
+  readonly system: RunningSystem
+  readonly queue: OpenedQueue
+  readonly dataDir: string
+  close(): Promise<void>
+}
+
+export const tempDir = (prefix = "postern-test-"): string => mkdtempSync(join(tmpdir(), prefix))
+
+export async function startPostern(
+  overrides: Record<string, unknown> = {},
+  opts: { dataDir?: string; deliveryFault?: (r: DeliveryRequest) => void; exit?: (code: number, reason: unknown) => void } = {},
+): Promise<TestPostern> {
+  const dataDir = opts.dataDir ?? tempDir()
+  const config = decodeConfig(
+    { hostname: "postern.test", dataDir, listen: [{ address: "127.0.0.1:0", greetWait: "0s" }], ...overrides },
+    dataDir,
+  )
+  const queue = openQueueForWriting(config.dataDir)
+  const system = await startSystem({
+    config: () => config,
+    db: queue.db,
+    clock: Clock.system,
+    rng: seededRng(42),
+    dns: tableResolver({}),
+    log: silentLogger(),
+    exit: opts.exit ?? ((code, reason) => {
+      throw new Error(`postern escalated to the root (exit ${code}): ${String(reason)}`)
+    }),
+    ...(opts.deliveryFault !== undefined ? { deliveryFault: opts.deliveryFault } : {}),
+  })
+  return {
+    port: system.listening[0]!.port,
+    config,
+    system,
+    queue,
+    dataDir,
+    close: async () => {
+      await system.stop(2000)
+      queue.close()
+      if (opts.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
+
+export const waitFor = async (what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> => {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}

@@ -309,9 +309,9 @@ describe("error messages name the key, show the value and say what is allowed", 
       transports: { "a.example": "bulk:", "b.example": "smtps:", "c.example": "nocolon" },
     })
     expect(error.issues.map((i) => i.key)).toEqual([
+      "services.bulk.destinationConcurrencyLimit",
       'transports["c.example"]',
       'transports["b.example"]',
-      "services.bulk.destinationConcurrencyLimit",
     ])
   })
 })

@@ -88,7 +88,11 @@ export class QueueManager {
 
   /** A message committed with its recipients 'active' enters the window. */
   admit(message: ActiveMessage): void {
-    if (this.stopped || this.active.has(message.id) || message.recipients.length === 0) return
+    if (this.stopped || message.recipients.length === 0) return
+    if (this.active.has(message.id)) {
+      this.deps.log.error({ actor: "qmgr", queue_id: message.queueId }, "message is already in the active window; not admitted twice")
+      return
+    }
     const config = this.deps.config()
     const actor = createActor(messageMachine, {
       clock: this.deps.clock,

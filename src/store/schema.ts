@@ -13,8 +13,10 @@ export const migrations: ReadonlyArray<Migration> = [
     version: 1,
     description: "messages, recipients, bodies, attempts log",
     sql: `
+      -- AUTOINCREMENT: ids are never reused, so a late write about a finished message or recipient
+      -- can never land on a new one that happens to get the same rowid.
       CREATE TABLE messages (
-        id            INTEGER PRIMARY KEY,
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
         queue_id      TEXT    NOT NULL UNIQUE,
         -- 'incoming': body still streaming in (never acknowledged; recovery removes it)
         -- 'queued': acknowledged with 250, owned by the queue manager
@@ -28,7 +30,7 @@ export const migrations: ReadonlyArray<Migration> = [
         client        TEXT    NOT NULL DEFAULT '{}'  -- who handed it to us: address, helo, hostname
       );
       CREATE TABLE recipients (
-        id              INTEGER PRIMARY KEY,
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
         message_id      INTEGER NOT NULL,
         address         TEXT    NOT NULL,
         rcpt_params     TEXT    NOT NULL DEFAULT '{}', -- RCPT TO parameters as given (NOTIFY, ORCPT)

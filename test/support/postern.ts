@@ -8,7 +8,7 @@ import { decodeConfig } from "../../src/config/index.js"
 import type { PosternConfig } from "../../src/config/types.js"
 import { startSystem, type RunningSystem } from "../../src/actors/system.js"
 import { Clock } from "../../src/runtime/clock.js"
-import { silentLogger } from "../../src/runtime/log.js"
+import { makeLogger, silentLogger } from "../../src/runtime/log.js"
 import { seededRng } from "../../src/runtime/rng.js"
 import { openQueueForWriting, type OpenedQueue } from "../../src/store/open.js"
 import { tableResolver } from "../../src/transport/dns.js"
@@ -41,7 +41,8 @@ export async function startPostern(
     clock: Clock.system,
     rng: seededRng(42),
     dns: tableResolver({}),
-    log: silentLogger(),
+    // POSTERN_TEST_LOG=debug shows Postern's own log lines while a test runs.
+    log: process.env["POSTERN_TEST_LOG"] ? makeLogger(process.env["POSTERN_TEST_LOG"], 2) : silentLogger(),
     exit: opts.exit ?? ((code, reason) => {
       throw new Error(`postern escalated to the root (exit ${code}): ${String(reason)}`)
     }),

@@ -1,0 +1,98 @@
+// The queue manager over real sockets: recipients packed per transaction, connections reused, routes
+// taken from the config current when mail enters the active window, and queue lifetime expiry.
+import { afterEach, describe, expect, test } from "vitest"
+import { inject, makeMessage } from "../support/inject.js"
+import { startReceiver, type Receiver } from "../support/receiver.js"
+import { startPostern, tempDir, waitFor, type TestPostern } from "../support/postern.js"
+
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c()
+})
+const receiverWith = async (...args: Parameters<typeof startReceiver>): Promise<Receiver> => {
+  const r = await startReceiver(...args)
+  closers.push(() => r.close())
+  return r
+}
+const posternWith = async (...args: Parameters<typeof startPostern>): Promise<TestPostern> => {
+  const p = await startPostern(...args)
+  closers.push(() => p.close())
+  return p
+}
+const queued = (p: TestPostern) => (p.queue.db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n
+
+describe("scheduling", () => {
+  test("recipients of one message to one destination share a transaction, up to the recipient limit", async () => {
+    const receiver = await receiverWith()
+    const postern = await posternWith({ transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` }, defaultDestinationRecipientLimit: 2 })
+    const to = ["a@d.test", "b@d.test", "c@d.test"]
+    expect((await inject(postern.port, { from: "s@s.test", to, body: makeMessage({ from: "s@s.test", to: "a@d.test" }) })).ok).toBe(true)
+    await receiver.waitForMessages(2)
+    expect(receiver.messages.map((m) => m.to.length).sort()).toEqual([1, 2])
+    expect(receiver.messages.flatMap((m) => m.to).sort()).toEqual(to)
+  })
+
+  test("a connection to the nexthop is reused for the next message (RSET between)", async () => {
+    const receiver = await receiverWith()
+    const postern = await posternWith({ transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` } })
+    for (let i = 0; i < 5; i++) {
+      expect((await inject(postern.port, { from: "s@s.test", to: [`r${i}@d.test`], body: makeMessage({ from: "s@s.test", to: `r${i}@d.test` }) })).ok).toBe(true)
+      await receiver.waitForMessages(i + 1)
+    }
+    expect(receiver.connections).toBe(1)
+  })
+
+  test("queued mail follows a config change: routes are resolved when mail enters the active window", async () => {
+    const dataDir = tempDir()
+    const dead = await receiverWith({ rcpt: () => ({ code: 451, message: "4.3.2 not now" }) })
+    const first = await startPostern({ transports: { "*": `smtp:[127.0.0.1]:${dead.port}` }, minimalBackoffTime: "1s", maximalBackoffTime: "1s" }, { dataDir })
+    expect((await inject(first.port, { from: "s@s.test", to: ["x@d.test"], body: makeMessage({ from: "s@s.test", to: "x@d.test" }) })).ok).toBe(true)
+    await waitFor("the first attempt", () => dead.rcptAttempts("x@d.test") >= 1)
+    await first.close()
+    const good = await receiverWith()
+    await posternWith({ transports: { "*": `smtp:[127.0.0.1]:${good.port}` }, minimalBackoffTime: "1s", maximalBackoffTime: "1s" }, { dataDir })
+    await good.waitForMessages(1, 10_000)
+    expect(good.messages[0]!.to).toEqual(["x@d.test"])
+  })
+
+  test("past maximalQueueLifetime a deferred recipient bounces as expired, with its last reason", async () => {
+    const failing = await receiverWith({ rcpt: () => ({ code: 451, message: "4.4.7 still busy" }) })
+    const senders = await receiverWith()
+    const postern = await posternWith({
+      transports: { "d.test": `smtp:[127.0.0.1]:${failing.port}`, "s.test": `smtp:[127.0.0.1]:${senders.port}` },
+      minimalBackoffTime: "1s",
+      maximalBackoffTime: "1s",
+      maximalQueueLifetime: "2s",
+    })
+    expect((await inject(postern.port, { from: "s@s.test", to: ["x@d.test"], body: makeMessage({ from: "s@s.test", to: "x@d.test", subject: "too late" }) })).ok).toBe(true)
+    await senders.waitForMessages(1, 10_000)
+    const report = senders.messages[0]!
+    expect(report.from).toBe("")
+    const text = report.body.toString()
+    expect(text).toContain("Final-Recipient: rfc822; x@d.test")
+    expect(text).toContain("Action: failed")
+    expect(text).toContain("Status: 4.4.7")
+    expect(text).toContain("Subject: too late")
+    expect(failing.rcptAttempts("x@d.test")).toBeGreaterThanOrEqual(2)
+    await waitFor("the queue to empty", () => queued(postern) === 0)
+    const outcomes = postern.queue.db.prepare("SELECT outcome FROM attempts WHERE recipient = 'x@d.test' ORDER BY id").all() as Array<{ outcome: string }>
+    expect(outcomes.at(-1)!.outcome).toBe("expired")
+  })
+
+  test("a discard: transport accepts and drops; an error: transport bounces with its text", async () => {
+    const senders = await receiverWith()
+    const postern = await posternWith({
+      transports: { "gone.test": "error:5.1.1 this domain no longer receives mail", "bin.test": "discard:", "s.test": `smtp:[127.0.0.1]:${senders.port}` },
+    })
+    expect((await inject(postern.port, { from: "s@s.test", to: ["a@bin.test", "b@gone.test"], body: makeMessage({ from: "s@s.test", to: "a@bin.test" }) })).ok).toBe(true)
+    await senders.waitForMessages(1)
+    expect(senders.messages[0]!.body.toString()).toContain("this domain no longer receives mail")
+    await waitFor("the queue to empty", () => queued(postern) === 0)
+    const log = postern.queue.db.prepare("SELECT recipient, outcome FROM attempts ORDER BY recipient").all()
+    expect(log).toEqual([
+      { recipient: "a@bin.test", outcome: "sent" },
+      { recipient: "b@gone.test", outcome: "bounced" },
+      { recipient: "s@s.test", outcome: "sent" },
+    ])
+  })
+})

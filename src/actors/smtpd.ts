@@ -52,6 +52,8 @@ const paramsOf = (args: unknown): Record<string, string | true> => {
 
 type SessionActor = ActorRefFrom<typeof sessionMachine>
 
+const isLoopback = (ip: string): boolean => ip.startsWith("127.") || ip === "::1" || ip.startsWith("::ffff:127.")
+
 export class Smtpd {
   private readonly servers: Array<SMTPServer> = []
   private readonly sessions = new Map<string, SessionActor>()
@@ -114,9 +116,13 @@ export class Smtpd {
       socketTimeout: config.smtpdTimeout,
       closeTimeout: 10_000,
       greetingDelay: (remote: string) => (this.isTrusted(remote) ? 0 : l.greetWait),
-      resolver: { reverse: (ip: string, cb: (err: Error | null, names?: Array<string>) => void) => {
-        this.deps.dns.reverse(ip).then((n) => cb(null, [...n]), (e: Error) => cb(e))
-      } },
+      resolver: {
+        reverse: (ip: string, cb: (err: Error | null, names?: Array<string>) => void) => {
+          // A loopback client is localhost: no PTR query leaves the machine for it.
+          if (isLoopback(ip)) return cb(null, ["localhost"])
+          this.deps.dns.reverse(ip).then((n) => cb(null, [...n]), (e: Error) => cb(e))
+        },
+      },
       onConnect: (session, cb) => {
         this.openSession(session)
         cb()

@@ -17,6 +17,7 @@ import type { ActiveMessage, MailParams, RcptParams } from "../store/types.js"
 import type { ResolverShape } from "../transport/dns.js"
 import { MessageIntake } from "../smtpd/intake.js"
 import { checkRecipient, isInNetworks, parseNetworks } from "../smtpd/relay-policy.js"
+import { replyForStoreFailure, SmtpReply } from "../smtpd/replies.js"
 
 export interface SmtpdDeps {
   readonly config: () => PosternConfig
@@ -32,15 +33,6 @@ export interface SmtpdDeps {
 /** MAIL FROM and RCPT TO parameters Postern understands; anything else is refused (555 5.5.4). */
 const MAIL_PARAMS = new Set(["SIZE", "BODY", "SMTPUTF8", "ENVID", "RET"])
 const RCPT_PARAMS = new Set(["NOTIFY", "ORCPT"])
-
-class SmtpReply extends Error {
-  constructor(
-    readonly responseCode: number,
-    text: string,
-  ) {
-    super(text)
-  }
-}
 
 const paramsOf = (args: unknown): Record<string, string | true> => {
   const out: Record<string, string | true> = {}
@@ -178,7 +170,7 @@ export class Smtpd {
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const params = paramsOf(address.args)
     const unknown = Object.keys(params).find((k) => !MAIL_PARAMS.has(k))
-    if (unknown !== undefined) return cb(new SmtpReply(555, `5.5.4 Unsupported option: ${unknown}`))
+    if (unknown !== undefined) return cb(SmtpReply.of("UNSUPPORTED_OPTION", unknown))
     this.actorOf(session).send({ type: "smtp.mail", sender: address.address, params: params as MailParams })
     cb()
   }
@@ -187,19 +179,19 @@ export class Smtpd {
     const actor = this.actorOf(session)
     const params = paramsOf(address.args)
     const unknown = Object.keys(params).find((k) => !RCPT_PARAMS.has(k))
-    if (unknown !== undefined) return cb(new SmtpReply(555, `5.5.4 Unsupported option: ${unknown}`))
+    if (unknown !== undefined) return cb(SmtpReply.of("UNSUPPORTED_OPTION", unknown))
     const ctx = actor.getSnapshot().context
     if ((ctx.envelope?.recipients.length ?? 0) >= ctx.recipientLimit) {
-      return cb(new SmtpReply(452, "4.5.3 Error: too many recipients"))
+      return cb(SmtpReply.of("TOO_MANY_RECIPIENTS"))
     }
     const decision = checkRecipient(this.deps.config(), ctx.trusted, address.address)
     if (!decision.ok) {
       actor.send({ type: "smtp.rcpt.rejected", address: address.address })
       this.deps.log.info(
-        { actor: `session/${session.id}`, client: session.remoteAddress, to: address.address, reply: `${decision.code} ${decision.text}` },
-        `NOQUEUE: reject: RCPT from [${session.remoteAddress}]: ${decision.code} ${decision.text}`,
+        { actor: `session/${session.id}`, client: session.remoteAddress, to: address.address, reply: SmtpReply.text("RELAY_DENIED", address.address) },
+        `NOQUEUE: reject: RCPT from [${session.remoteAddress}]: 554 ${SmtpReply.text("RELAY_DENIED", address.address)}`,
       )
-      return cb(new SmtpReply(decision.code, decision.text))
+      return cb(SmtpReply.of("RELAY_DENIED", address.address))
     }
     actor.send({ type: "smtp.rcpt.accepted", address: address.address, params: params as RcptParams })
     cb()
@@ -211,7 +203,7 @@ export class Smtpd {
     const envelope = actor.getSnapshot().context.envelope
     if (envelope === null || envelope.recipients.length === 0) {
       stream.resume()
-      throw new SmtpReply(503, "5.5.1 Error: need RCPT command")
+      throw SmtpReply.of("NEED_RCPT")
     }
     actor.send({ type: "smtp.data.start" })
     const queueId = this.deps.newQueueId()
@@ -228,18 +220,18 @@ export class Smtpd {
     } catch (err) {
       actor.send({ type: "smtp.data.aborted" })
       await intake.discard()
-      throw new SmtpReply(451, "4.3.0 Error: message transfer interrupted")
+      throw SmtpReply.of("TRANSFER_INTERRUPTED")
     }
     actor.send({ type: "smtp.data.end" })
     if (intake.oversize || (stream as Readable & { sizeExceeded?: boolean }).sizeExceeded === true) {
       await intake.discard()
       actor.send({ type: "queue.message.failed", reason: "size" })
-      throw new SmtpReply(552, "5.3.4 Error: message file too big")
+      throw SmtpReply.of("MESSAGE_TOO_BIG")
     }
     if (intake.hopCount() > config.hopcountLimit) {
       await intake.discard()
       actor.send({ type: "queue.message.failed", reason: "hops" })
-      throw new SmtpReply(554, "5.4.6 Error: too many hops")
+      throw SmtpReply.of("TOO_MANY_HOPS")
     }
     try {
       const { tail, firstSeq, whole } = await intake.finish()
@@ -276,13 +268,13 @@ export class Smtpd {
       } else {
         this.deps.qmgr.noteBacklog()
       }
-      return `2.0.0 Ok: queued as ${queueId}`
+      return SmtpReply.text("QUEUED", queueId)
     } catch (err) {
       const e = StoreError.from(err)
       actor.send({ type: "queue.message.failed", reason: e.reason })
       await intake.discard()
       this.deps.log.error({ actor: `session/${session.id}`, queue_id: queueId, err: e }, "could not queue the message")
-      throw new SmtpReply(e.smtpReply.code, e.smtpReply.text)
+      throw SmtpReply.of(replyForStoreFailure(e.reason))
     }
   }
 

@@ -40,7 +40,7 @@ const hasTransportEntry = (config: PosternConfig, domain: string): boolean => {
   return false
 }
 
-export type RelayDecision = { readonly ok: true } | { readonly ok: false; readonly code: number; readonly text: string }
+export type RelayDecision = { readonly ok: true } | { readonly ok: false; readonly reply: "RELAY_DENIED" }
 
 export const checkRecipient = (config: PosternConfig, trusted: boolean, address: string): RelayDecision => {
   if (trusted) return { ok: true }
@@ -48,5 +48,5 @@ export const checkRecipient = (config: PosternConfig, trusted: boolean, address:
   if (!hasRoutingLocalPart(address) && domain !== "" && (isRelayDomain(config, domain) || hasTransportEntry(config, domain))) {
     return { ok: true }
   }
-  return { ok: false, code: 554, text: `5.7.1 <${address}>: Relay access denied` }
+  return { ok: false, reply: "RELAY_DENIED" }
 }

@@ -12,16 +12,6 @@ export class StoreError extends Data.TaggedError("StoreError")<{
     return `store ${this.reason}: ${this.detail}`
   }
 
-  /** Every store failure is temporary for the client: it retries later and loses nothing. */
-  get smtpReply(): { code: number; text: string } {
-    switch (this.reason) {
-      case "disk-full":
-        return { code: 452, text: "4.3.1 Insufficient system storage" }
-      default:
-        return { code: 451, text: "4.3.0 Error: queue file write error" }
-    }
-  }
-
   static from(error: unknown): StoreError {
     if (error instanceof StoreError) return error
     const code = (error as { code?: unknown })?.code

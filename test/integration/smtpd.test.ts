@@ -510,11 +510,15 @@ describe("smtpd: group commit", () => {
     // operation, told apart from the qmgr's bounce commit by its source): read when its promise settles,
     // right after the batch holding it committed.
     const carriers: Array<number> = []
+    const times: Array<number> = []
     const run = committer.run.bind(committer)
     const isEndOfData = (op: StoreOp<unknown>): boolean => /commitMessage\)?\(db, message, tail, firstSeq, intake\.incomingId/.test(op.toString())
     committer.run = <T,>(op: StoreOp<T>): Promise<T> => {
       const p = run(op)
-      if (isEndOfData(op)) p.then(() => carriers.push(committer.stats().transactions), () => undefined)
+      if (isEndOfData(op)) {
+        times.push(performance.now())
+        p.then(() => carriers.push(committer.stats().transactions), () => undefined)
+      }
       return p
     }
     const before = committer.stats()
@@ -535,13 +539,36 @@ describe("smtpd: group commit", () => {
     const carrying = new Set(carriers).size
     console.log(
       `group commit: 40 sessions; store grew by ${operations} operations in ${transactions} transactions ` +
-        `(deliveries to discard: included); the 40 message commits rode in ${carrying} transactions`,
+        `(deliveries to discard: included); the 40 message commits rode in ${carrying} transactions, ` +
+        `their end-of-data spread over ${Math.round(Math.max(...times) - Math.min(...times))} ms`,
     )
     expect(carriers).toHaveLength(40)
     expect(carrying).toBeLessThan(40)
     // the whole store, deliveries included, still needed fewer transactions than there were sessions
     expect(transactions).toBeLessThan(40)
     expect(operations).toBeGreaterThanOrEqual(40)
+    await waitFor("the discard deliveries", () => countRows(postern!, "messages") === 0)
+  })
+  test("40 sessions whose end-of-data arrives together share a handful of transactions", async () => {
+    postern = await startPostern({ transports: { "*": "discard:" } })
+    const sessions = await Promise.all(Array.from({ length: 40 }, () => RawSmtp.session(postern!.port)))
+    await Promise.all(
+      sessions.map(async (c, i) => {
+        expect((await c.command(`MAIL FROM:<s${i}@source.test>`)).code).toBe(250)
+        expect((await c.command(`RCPT TO:<r${i}@dest.test>`)).code).toBe(250)
+        expect((await c.command("DATA")).code).toBe(354)
+        c.write(simple(`together ${i}`))
+      }),
+    )
+    await new Promise((r) => setTimeout(r, 50)) // every body is in; only the final dots are missing
+    const before = postern.system.committer.stats()
+    for (const c of sessions) c.write(".\r\n")
+    const replies = await Promise.all(sessions.map((c) => c.reply()))
+    const after = postern.system.committer.stats()
+    expect(replies.map((r) => r.code)).toEqual(replies.map(() => 250))
+    const transactions = after.transactions - before.transactions
+    console.log(`group commit: 40 simultaneous end-of-data; ${after.operations - before.operations} operations in ${transactions} transactions`)
+    expect(transactions).toBeLessThanOrEqual(10)
     await waitFor("the discard deliveries", () => countRows(postern!, "messages") === 0)
   })
 })

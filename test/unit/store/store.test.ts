@@ -11,6 +11,7 @@ import * as q from "../../../src/store/queue-store.js"
 import { canonicalDump, recover } from "../../../src/store/recovery.js"
 import { migrations } from "../../../src/store/schema.js"
 import { StoreError } from "../../../src/store/errors.js"
+import { replyForStoreFailure, SmtpReply } from "../../../src/smtpd/replies.js"
 import type { NewMessage } from "../../../src/store/types.js"
 
 const dirs: Array<string> = []
@@ -99,8 +100,10 @@ describe("group commit", () => {
   test("disk-full errors map to 452 4.3.1 for the client", () => {
     const e = StoreError.from(Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }))
     expect(e.reason).toBe("disk-full")
-    expect(e.smtpReply).toEqual({ code: 452, text: "4.3.1 Insufficient system storage" })
-    expect(StoreError.from(Object.assign(new Error("busy"), { code: "SQLITE_BUSY" })).smtpReply.code).toBe(451)
+    expect(SmtpReply.of(replyForStoreFailure(e.reason))).toMatchObject({ responseCode: 452, message: "4.3.1 Insufficient system storage" })
+    const busy = StoreError.from(Object.assign(new Error("busy"), { code: "SQLITE_BUSY" }))
+    expect(busy.reason).toBe("busy")
+    expect(SmtpReply.of(replyForStoreFailure(busy.reason)).responseCode).toBe(451)
   })
 })
 

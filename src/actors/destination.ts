@@ -30,6 +30,8 @@ export type DestinationStatus =
 export class DestinationQueue {
   private actor!: ActorRefFrom<typeof destinationMachine>
   private readonly todo: Array<DeliveryRequest> = []
+  /** Set at shutdown: deliveries in flight finish, no new one starts. */
+  private holding = false
 
   constructor(
     readonly key: string,
@@ -79,6 +81,16 @@ export class DestinationQueue {
     return this.todo.length === 0 && s.context.busy === 0 && s.value !== "dead"
   }
 
+  /** Starts no new delivery from now on (shutdown); those in flight run to their end. */
+  hold(): void {
+    this.holding = true
+  }
+
+  /** Deliveries in flight. */
+  busy(): number {
+    return this.actor.getSnapshot().context.busy
+  }
+
   stop(): void {
     this.actor.stop()
   }
@@ -110,7 +122,7 @@ export class DestinationQueue {
         this.deferAllQueued(s.context.deadReason)
         return
       }
-      if (s.status !== "active" || s.value !== "ready" || this.todo.length === 0) return
+      if (this.holding || s.status !== "active" || s.value !== "ready" || this.todo.length === 0) return
       const request = this.todo.shift()!
       this.actor.send({ type: "delivery.started" })
       const started = this.deps.clock.now()

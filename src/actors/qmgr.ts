@@ -145,15 +145,19 @@ export class QueueManager {
     return this.destinations.get(key)?.status()
   }
 
-  /** Stops admitting and scanning; waits for in-flight work up to `graceMs`. */
+  /**
+   * Stops admitting and scanning, starts no new delivery, and waits up to `graceMs` for the deliveries in
+   * flight and their commits. What did not finish stays 'active' in the store: the next start recovers it.
+   * The grace period is wall-clock time by nature (it bounds how long a process manager waits for us).
+   */
   async stop(graceMs: number): Promise<void> {
     this.stopped = true
     if (this.timer !== null) this.deps.clock.clearTimeout(this.timer)
     this.timer = null
-    const deadline = Date.now() + graceMs
-    while ((this.active.size > 0 || this.pendingCompletions > 0) && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20))
-    }
+    for (const d of this.destinations.values()) d.hold()
+    const busy = () => [...this.destinations.values()].reduce((n, d) => n + d.busy(), 0) + this.pendingCompletions
+    const deadline = performance.now() + graceMs
+    while (busy() > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
     for (const d of this.destinations.values()) d.stop()
   }
 

@@ -93,7 +93,7 @@ export class Smtpd {
     const config = this.deps.config()
     return new SMTPServer({
       name: config.hostname,
-      banner: "ESMTP Postern",
+      banner: "Postern", // smtp-server writes "<name> ESMTP <banner>", as Postfix's smtpd_banner
       size: config.messageSizeLimit,
       disabledCommands: ["AUTH", "STARTTLS"],
       authOptional: true,

@@ -1,7 +1,8 @@
 // Who may send where (Postfix's smtpd_relay_restrictions default: permit_mynetworks,
 // reject_unauth_destination): a client in mynetworks may send anywhere; any other client only to
 // relayDomains and to domains that have a transports entry. Addresses that hide a route in the local
-// part (%, !, a source route) are never relayed for an outside client.
+// part (%, !) are never relayed for an outside client; a source route (@hop:user@domain) is stripped by
+// smtp-server as RFC 5321 appendix C says, so only the final address is ever checked and used.
 import ipaddr from "ipaddr.js"
 import type { PosternConfig } from "../config/types.js"
 import { domainOf, isRelayDomain } from "../transport/route.js"

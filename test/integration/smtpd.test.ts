@@ -297,7 +297,7 @@ describe("smtpd: relay control", () => {
   test.each([
     ["user%other@relay.test", "RCPT TO:<user%other@relay.test>"],
     ["a!b@relay.test", "RCPT TO:<a!b@relay.test>"],
-    ["a source route", "RCPT TO:<@hop.test:c@relay.test>"],
+    ["a source route to a foreign address", "RCPT TO:<@relay.test:c@elsewhere.test>"],
   ])("an outside client is refused sender-specified routing: %s", async (_what, rcpt) => {
     postern = await startPostern(config)
     const c = await RawSmtp.session(postern.port)
@@ -308,6 +308,15 @@ describe("smtpd: relay control", () => {
     expect((await c.command("DATA")).code).toBe(503)
     expect(countRows(postern, "messages")).toBe(0)
     expect(countRows(postern, "recipients")).toBe(0)
+  })
+
+  test("a source route is ignored (RFC 5321 appendix C): only the final address counts, and it is checked as usual", async () => {
+    postern = await startPostern(config)
+    const c = await RawSmtp.session(postern.port)
+    expect((await c.command("MAIL FROM:<alice@source.test>")).code).toBe(250)
+    expect((await c.command("RCPT TO:<@hop.test:c@relay.test>")).code).toBe(250)
+    expect((await c.data(dataOf(simple("routed")))).code).toBe(250)
+    expect(recipientsOf(postern, messages(postern)[0]!.id).map((r) => r.address)).toEqual(["c@relay.test"])
   })
 
   test("a client in mynetworks (127.0.0.2) may send anywhere", async () => {
@@ -503,7 +512,7 @@ describe("smtpd: SMTPUTF8 downstream", () => {
 })
 
 describe("smtpd: group commit", () => {
-  test("40 concurrent sessions are acknowledged in fewer than 40 transactions", async () => {
+  test("40 concurrent sessions and their deliveries share transactions", async () => {
     postern = await startPostern({ transports: { "*": "discard:" } })
     const committer = postern.system.committer
     // Which transaction carried each message's end-of-data commit (smtpd.ts's commitMessage(... intake ...)
@@ -543,10 +552,11 @@ describe("smtpd: group commit", () => {
         `their end-of-data spread over ${Math.round(Math.max(...times) - Math.min(...times))} ms`,
     )
     expect(carriers).toHaveLength(40)
-    expect(carrying).toBeLessThan(40)
-    // the whole store, deliveries included, still needed fewer transactions than there were sessions
-    expect(transactions).toBeLessThan(40)
+    // End-of-data here is spread over ~200 ms by the clients themselves, so how many message commits
+    // share a transaction is up to chance (30-39 for 40 were seen); the whole store's work, deliveries
+    // included, always rides at least two operations per transaction. The next test is the strict one.
     expect(operations).toBeGreaterThanOrEqual(40)
+    expect(transactions).toBeLessThan(operations / 2)
     await waitFor("the discard deliveries", () => countRows(postern!, "messages") === 0)
   })
   test("40 sessions whose end-of-data arrives together share a handful of transactions", async () => {

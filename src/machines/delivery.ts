@@ -33,6 +33,8 @@ export interface DeliveryContext {
   readonly pending: ReadonlyArray<string>
   readonly verdicts: Readonly<Record<string, RecipientVerdict>>
   readonly siteFailure: boolean
+  /** A mail transaction ran to its end on some server of this request: no longer a site failure. */
+  readonly sessionCompleted: boolean
   readonly relay: string | null
 }
 
@@ -46,10 +48,15 @@ const absorb = (context: DeliveryContext, result: AttemptResult): Partial<Delive
   const c = classifyAttempt(result, context.pending, finalServer, serverName(context.targets[context.index]))
   const verdicts = { ...context.verdicts }
   for (const [address, v] of c.verdicts) verdicts[address] = v
+  // Postfix (smtp_trouble.c): once a transaction on an earlier server ran to its end, even with 4xx
+  // replies, a later server's failure does not make the whole site fail.
+  const sessionCompleted =
+    context.sessionCompleted || result.stage === "mail" || result.stage === "data" || result.stage === "done"
   return {
     verdicts,
     pending: c.tryNextServer,
-    siteFailure: c.siteFailure,
+    siteFailure: c.siteFailure && !sessionCompleted,
+    sessionCompleted,
     relay: result.stage === "connect" || result.stage === "local" ? context.relay : serverName(context.targets[context.index]),
   }
 }
@@ -92,6 +99,7 @@ export const deliveryMachine = setup({
     pending: input.recipients,
     verdicts: {},
     siteFailure: false,
+    sessionCompleted: false,
     relay: null,
   }),
   initial: "resolving",
@@ -120,7 +128,7 @@ export const deliveryMachine = setup({
               kind: "failed" as const,
               permanent: false,
               dsn: "4.4.3",
-              reason: `lookup of ${String((event.error as Error)?.message ?? event.error)} failed`,
+              reason: `lookup of the nexthop failed: ${String((event.error as Error)?.message ?? event.error)}`,
             }),
           },
           target: "finished",

@@ -42,6 +42,7 @@ export const destinationMachine = setup({
   guards: {
     hasFreeSlot: ({ context }) => context.busy < context.window,
     isDead: ({ context }) => context.window === 0,
+    isPositive: ({ event }) => event.type === "delivery.completed" && !event.siteFailure,
   },
   delays: {
     minimalBackoff: ({ context }) => context.deadTime,
@@ -57,7 +58,7 @@ export const destinationMachine = setup({
       return {
         ...next,
         busy: Math.max(0, context.busy - 1),
-        deadReason: next.window === 0 ? event.reason : context.deadReason,
+        deadReason: next.window === 0 ? event.reason : null,
       }
     }),
     revive: assign(({ context }) => ({
@@ -98,7 +99,11 @@ export const destinationMachine = setup({
         "Every delivery failed the whole site: no connection is tried; queued mail is deferred with the last reason.",
       after: { minimalBackoff: { target: "settling", actions: "revive" } },
       on: {
-        "delivery.completed": { actions: assign({ busy: ({ context }) => Math.max(0, context.busy - 1) }) },
+        "delivery.completed": [
+          // A delivery that did not fail the site proves it alive: revive at once (qmgr_queue_unthrottle).
+          { guard: "isPositive", actions: "applyFeedback", target: "settling" },
+          { actions: assign({ busy: ({ context }) => Math.max(0, context.busy - 1) }) },
+        ],
         "destination.flush": { target: "settling", actions: "revive" },
       },
     },

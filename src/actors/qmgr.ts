@@ -61,7 +61,11 @@ export class QueueManager {
   /** Set when mail was committed 'pending' because the window was full: it must be scanned in. */
   private backlogged = false
 
-  constructor(private readonly deps: QmgrDeps) {}
+  private readonly logsInfo: boolean
+
+  constructor(private readonly deps: QmgrDeps) {
+    this.logsInfo = deps.log.isLevelEnabled("info")
+  }
 
   start(): void {
     this.stopped = false
@@ -296,23 +300,27 @@ export class QueueManager {
       attempts.push({ r, v, kind: v.verdict })
       if (v.verdict === "bounced") entry.failed.push({ recipient: r, verdict: v, relay: output.relay, at: now })
       if (v.verdict === "deferred") entry.deferred.set(r.id, { verdict: v, destination: request.route.key, relay: output.relay })
-      this.deps.log.info(
-        {
-          queue_id: m.queueId,
-          to: r.address,
-          relay: output.relay ?? request.route.nexthop,
-          delay: Math.round((now - m.arrivalTime) / 10) / 100,
-          dsn: v.dsn,
-          status: v.verdict,
-          reply: v.reply,
-        },
-        `${m.queueId}: to=<${r.address}>, status=${v.verdict} (${v.reply})`,
-      )
+      if (this.logsInfo) {
+        this.deps.log.info(
+          {
+            queue_id: m.queueId,
+            to: r.address,
+            relay: output.relay ?? request.route.nexthop,
+            delay: Math.round((now - m.arrivalTime) / 10) / 100,
+            dsn: v.dsn,
+            status: v.verdict,
+            reply: v.reply,
+          },
+          `${m.queueId}: to=<${r.address}>, status=${v.verdict} (${v.reply})`,
+        )
+      }
     }
-    // Sent and bounced recipients are done now: commit that at once, so a crash re-sends as little as possible.
+    // The outcomes are committed lazily: they ride with the next batch of accepted mail (or flush after
+    // the lazy window), so delivery bookkeeping costs no fsync of its own under load. A crash before that
+    // commit re-sends these recipients: at least once, never lost.
     this.pendingCompletions++
     void this.deps.committer
-      .run((db) => {
+      .runLazily((db) => {
         for (const a of attempts) {
           q.appendAttempt(db, {
             at: now,
@@ -332,13 +340,13 @@ export class QueueManager {
         }
       })
       .catch((err) => this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not record delivery outcomes; they will be retried"))
-      .finally(() => {
-        this.pendingCompletions--
-        for (const a of attempts) {
-          const type = a.kind === "sent" ? "recipient.sent" : a.kind === "bounced" ? "recipient.bounced" : "recipient.deferred"
-          entry.actor.send({ type, recipientId: a.r.id, now: this.deps.clock.now() })
-        }
-      })
+      .finally(() => this.pendingCompletions--)
+    // The message actor hears at once; if this settles the message, its decision is queued after the
+    // outcomes above, so both land in the same transaction, in that order.
+    for (const a of attempts) {
+      const type = a.kind === "sent" ? "recipient.sent" : a.kind === "bounced" ? "recipient.bounced" : "recipient.deferred"
+      entry.actor.send({ type, recipientId: a.r.id, now })
+    }
   }
 
   /** The message actor decided: commit the decision, send any report, leave the window. */
@@ -362,7 +370,7 @@ export class QueueManager {
     }
     this.pendingCompletions++
     void this.deps.committer
-      .run((db) => {
+      .runLazily((db) => {
         let bounce: { message: ActiveMessage } | null = null
         if (failed.length > 0) {
           const original = m.body ?? q.readBody(db, m.id)

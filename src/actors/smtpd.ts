@@ -50,9 +50,11 @@ export class Smtpd {
   private readonly servers: Array<SMTPServer> = []
   private readonly sessions = new Map<string, SessionActor>()
   private networks
+  private readonly logsInfo: boolean
 
   constructor(private readonly deps: SmtpdDeps) {
     this.networks = parseNetworks(deps.config().mynetworks)
+    this.logsInfo = deps.log.isLevelEnabled("info")
   }
 
   isTrusted(address: string): boolean {
@@ -250,7 +252,7 @@ export class Smtpd {
         commitMessage(db, message, tail, firstSeq, intake.incomingId, admit, leaseUntil),
       )
       actor.send({ type: "queue.message.committed", queueId })
-      this.deps.log.info(
+      if (this.logsInfo) this.deps.log.info(
         { queue_id: queueId, from: envelope.sender, size: intake.size, nrcpt: envelope.recipients.length, client: session.remoteAddress },
         `${queueId}: from=<${envelope.sender}>, size=${intake.size}, nrcpt=${envelope.recipients.length} (queue active)`,
       )

@@ -2,6 +2,9 @@
 // arrives within a short window runs in ONE transaction with synchronous=FULL, so durability costs one
 // fsync per batch rather than one per message. A caller's promise settles only after its batch committed.
 // If a batch fails, each operation is retried alone so one bad operation cannot fail its neighbours.
+// Two kinds of work: urgent (a client waits for its 250) flushes after `windowMs`; lazy (delivery
+// outcomes, which nobody waits on) rides along with the next urgent batch or flushes after `lazyWindowMs`,
+// so under load the queue's bookkeeping costs no fsync of its own.
 import type Database from "better-sqlite3"
 import { StoreError } from "./errors.js"
 
@@ -14,11 +17,15 @@ interface Pending {
 }
 
 export interface GroupCommitOptions {
-  /** How long the first operation of a batch waits for company (ms). 0 = flush on the next turn. */
+  /** How long the first urgent operation of a batch waits for company (ms). 0 = flush on the next turn. */
   readonly windowMs: number
+  /** How long a lazy operation may wait for an urgent batch to ride with (ms). */
+  readonly lazyWindowMs: number
   /** A batch this large is flushed at once. */
   readonly maxBatch: number
 }
+
+export const DEFAULT_GROUP_COMMIT: GroupCommitOptions = { windowMs: 2, lazyWindowMs: 20, maxBatch: 512 }
 
 export interface CommitStats {
   readonly transactions: number
@@ -29,6 +36,8 @@ export interface CommitStats {
 export class GroupCommitter {
   private queue: Array<Pending> = []
   private timer: NodeJS.Timeout | NodeJS.Immediate | null = null
+  /** When the pending timer fires (performance.now()), to bring a lazy deadline forward for urgent work. */
+  private timerDue = Infinity
   private closed = false
   private transactions = 0
   private operations = 0
@@ -38,26 +47,31 @@ export class GroupCommitter {
 
   constructor(
     private readonly db: Database.Database,
-    private readonly options: GroupCommitOptions = { windowMs: 2, maxBatch: 512 },
+    private readonly options: GroupCommitOptions = DEFAULT_GROUP_COMMIT,
   ) {}
 
   /** Runs `op` inside the next group transaction; resolves with its result after the commit is on disk. */
   run<T>(op: StoreOp<T>): Promise<T> {
+    return this.enqueue(op, this.options.windowMs)
+  }
+
+  /** Like run(), for work nobody is waiting on: it may wait longer, to share an urgent batch's fsync. */
+  runLazily<T>(op: StoreOp<T>): Promise<T> {
+    return this.enqueue(op, this.options.lazyWindowMs)
+  }
+
+  private enqueue<T>(op: StoreOp<T>, windowMs: number): Promise<T> {
     if (this.closed) return Promise.reject(new StoreError({ reason: "unknown", detail: "store is closed" }))
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ op, resolve: resolve as (v: unknown) => void, reject })
-      if (this.queue.length >= this.options.maxBatch) this.flushSoon(true)
-      else this.flushSoon(false)
+      if (this.queue.length >= this.options.maxBatch) this.flushSoon(0)
+      else this.flushSoon(windowMs)
     })
   }
 
   /** Runs every queued operation now (used at shutdown and by tests). */
   flush(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer as NodeJS.Timeout)
-      clearImmediate(this.timer as NodeJS.Immediate)
-      this.timer = null
-    }
+    this.cancelTimer()
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.options.maxBatch)
       this.commitBatch(batch)
@@ -73,24 +87,26 @@ export class GroupCommitter {
     this.closed = true
   }
 
-  private flushSoon(now: boolean): void {
-    if (now) {
-      if (this.timer !== null) {
-        clearTimeout(this.timer as NodeJS.Timeout)
-        clearImmediate(this.timer as NodeJS.Immediate)
-      }
-      this.timer = setImmediate(() => {
-        this.timer = null
-        this.flush()
-      })
-      return
-    }
-    if (this.timer !== null) return
+  /** Makes sure a flush happens within `windowMs` (never later than one already planned). */
+  private flushSoon(windowMs: number): void {
+    const due = performance.now() + windowMs
+    if (this.timer !== null && this.timerDue <= due) return
+    this.cancelTimer()
     const fire = () => {
       this.timer = null
+      this.timerDue = Infinity
       this.flush()
     }
-    this.timer = this.options.windowMs > 0 ? setTimeout(fire, this.options.windowMs) : setImmediate(fire)
+    this.timerDue = due
+    this.timer = windowMs > 0 ? setTimeout(fire, windowMs) : setImmediate(fire)
+  }
+
+  private cancelTimer(): void {
+    if (this.timer === null) return
+    clearTimeout(this.timer as NodeJS.Timeout)
+    clearImmediate(this.timer as NodeJS.Immediate)
+    this.timer = null
+    this.timerDue = Infinity
   }
 
   private commitBatch(batch: Array<Pending>): void {

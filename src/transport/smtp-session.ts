@@ -42,6 +42,8 @@ const describe = (e: NodemailerError): string => {
 export class SmtpSession {
   /** Transactions completed on this connection. */
   transactions = 0
+  /** The last transaction ended with the server's 250 to the message: its state is clean. */
+  lastClean = false
   private broken = false
   private constructor(
     private readonly conn: SMTPConnection,
@@ -111,6 +113,7 @@ export class SmtpSession {
       use8BitMime: envelope.eightBit,
     }
     return new Promise((resolve) => {
+      this.lastClean = false
       this.conn.send(env, body, (err: NodemailerError | null, info) => {
         const state = env as unknown as { accepted?: Array<string>; rejectedErrors?: Array<NodemailerError> }
         const rejected: Array<RcptRejection> = (state.rejectedErrors ?? info?.rejectedErrors ?? []).map((r) => ({
@@ -120,6 +123,7 @@ export class SmtpSession {
         const accepted = [...(info?.accepted ?? state.accepted ?? [])]
         if (err === null) {
           this.transactions++
+          this.lastClean = true
           resolve({ stage: "done", reply: info.response, accepted, rejected })
           return
         }

@@ -74,7 +74,7 @@ describe("the data folder lock", () => {
 describe("group commit", () => {
   test("operations that arrive together share one transaction, and each gets its own result", async () => {
     const db = openQueueInMemory()
-    const c = new GroupCommitter(db, { windowMs: 5, maxBatch: 100 })
+    const c = new GroupCommitter(db, { windowMs: 5, lazyWindowMs: 50, maxBatch: 100 })
     const ids = await Promise.all(
       Array.from({ length: 30 }, (_, i) => c.run((d) => q.commitMessage(d, message(`Q${i}`, i), [Buffer.from("hello")], 0, null, true, 1000).messageId)),
     )
@@ -85,7 +85,7 @@ describe("group commit", () => {
 
   test("a failing operation fails alone; its neighbours in the batch commit", async () => {
     const db = openQueueInMemory()
-    const c = new GroupCommitter(db, { windowMs: 5, maxBatch: 100 })
+    const c = new GroupCommitter(db, { windowMs: 5, lazyWindowMs: 50, maxBatch: 100 })
     const good = c.run((d) => q.commitMessage(d, message("A", 1), [Buffer.from("x")], 0, null, true, 1))
     const bad = c.run((d) => q.commitMessage(d, message("A", 2), [Buffer.from("y")], 0, null, true, 1)) // duplicate queue id
     const good2 = c.run((d) => q.commitMessage(d, message("B", 3), [Buffer.from("z")], 0, null, true, 1))
@@ -95,6 +95,21 @@ describe("group commit", () => {
     await expect(good2).resolves.toBeDefined()
     expect((db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n).toBe(2)
     expect((db.prepare("SELECT count(*) AS n FROM bodies").get() as { n: number }).n).toBe(2)
+  })
+
+  test("lazy work rides with the next urgent batch instead of paying for its own transaction", async () => {
+    const db = openQueueInMemory()
+    const c = new GroupCommitter(db, { windowMs: 5, lazyWindowMs: 10_000, maxBatch: 100 })
+    let lazyDone = false
+    const lazy = c.runLazily(() => "bookkeeping").then((v) => {
+      lazyDone = true
+      return v
+    })
+    await new Promise((r) => setTimeout(r, 20))
+    expect(lazyDone).toBe(false) // still waiting for company
+    await c.run(() => "urgent")
+    await expect(lazy).resolves.toBe("bookkeeping")
+    expect(c.stats()).toMatchObject({ transactions: 1, operations: 2 })
   })
 
   test("disk-full errors map to 452 4.3.1 for the client", () => {

@@ -2,6 +2,7 @@
 // and lmtp this hosts the delivery machine, providing its three I/O actors (resolve, open a session or
 // take one from the connection cache, transfer). A delivery actor that fails is not restarted: its
 // recipients are deferred and the queue manager (its predecessor) retries them later.
+import { isIP } from "node:net"
 import { Readable } from "node:stream"
 import { createActor, fromPromise, type ActorRefFrom } from "xstate"
 import type { PosternConfig } from "../config/types.js"
@@ -36,6 +37,19 @@ export interface DeliveryAgentDeps {
   readonly log: Logger
   /** Test-only fault hook: called at the start of every transfer; may throw. */
   readonly faultHook?: (request: DeliveryRequest) => void
+}
+
+/** A bracketed IP nexthop (`[127.0.0.1]:2526`) is its own and only server: no lookup to make. */
+const literalCache = new Map<string, Target | null>()
+const literalTarget = (nexthop: string): Target | null => {
+  let t = literalCache.get(nexthop)
+  if (t === undefined) {
+    const n = parseNexthop(nexthop)
+    t = n !== undefined && !n.mxLookup && isIP(n.host) !== 0 ? { address: n.host, port: n.port, hostname: n.host } : null
+    if (literalCache.size > 10_000) literalCache.clear()
+    literalCache.set(nexthop, t)
+  }
+  return t
 }
 
 /** Sessions are cached per destination and server, as Postfix's scache keys them. */
@@ -79,9 +93,15 @@ export class DeliveryAgent {
     }
     return new Promise((resolve) => {
       this.requests.set(request.id, request)
+      const literal = literalTarget(request.route.nexthop)
       const actor = createActor(this.machine, {
         clock: this.deps.clock,
-        input: { deliveryId: request.id, nexthop: request.route.nexthop, recipients: request.recipients.map((r) => r.address) },
+        input: {
+          deliveryId: request.id,
+          nexthop: request.route.nexthop,
+          recipients: request.recipients.map((r) => r.address),
+          ...(literal !== null ? { targets: [literal] } : {}),
+        },
       })
       const finish = (output: DeliveryOutput) => {
         this.running.delete(actor)

@@ -58,6 +58,7 @@ export class QueueManager {
   private stopped = false
   private requestSeq = 0
   private pendingCompletions = 0
+  private lastSweep = 0
   /** Set when mail was committed 'pending' because the window was full: it must be scanned in. */
   private backlogged = false
 
@@ -431,17 +432,27 @@ export class QueueManager {
       )
   }
 
+  /**
+   * Idle destination queues are dropped (memory is bounded by active work, not by how many nexthops
+   * were ever seen), but not at once: a destination that served the last message is likely to serve the
+   * next, and rebuilding its actors per message would cost more than keeping them a while.
+   */
+  private sweepIdleDestinations(): void {
+    const now = this.deps.clock.now()
+    if (now - this.lastSweep < 30_000 && this.destinations.size <= 1000) return
+    this.lastSweep = now
+    for (const [key, d] of this.destinations) {
+      if (d.isIdle()) {
+        d.stop()
+        this.destinations.delete(key)
+      }
+    }
+  }
+
   private release(entry: ActiveEntry): void {
     this.active.delete(entry.message.id)
     entry.actor.stop()
-    if (this.active.size === 0 || this.destinations.size > 1000) {
-      for (const [key, d] of this.destinations) {
-        if (d.isIdle()) {
-          d.stop()
-          this.destinations.delete(key)
-        }
-      }
-    }
+    this.sweepIdleDestinations()
     if (this.backlogged) void this.scan()
     else this.rearm()
   }

@@ -121,6 +121,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
       await qmgr.stop(graceMs)
       agent.abortAll()
       committer.close()
+      deps.log.warn({ actor: "store", ...committer.stats() }, "group commit totals since start")
       await Promise.race([closing, new Promise((r) => setTimeout(r, 1000))])
     },
   }

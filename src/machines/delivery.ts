@@ -15,6 +15,8 @@ export interface DeliveryInput {
   readonly deliveryId: string
   readonly nexthop: string
   readonly recipients: ReadonlyArray<string>
+  /** The servers, when the host already knows them (an IP literal needs no lookup): no resolving. */
+  readonly targets?: ReadonlyArray<Target>
 }
 
 export interface DeliveryOutput {
@@ -94,7 +96,7 @@ export const deliveryMachine = setup({
   context: ({ input }) => ({
     deliveryId: input.deliveryId,
     nexthop: input.nexthop,
-    targets: [],
+    targets: input.targets ?? [],
     index: 0,
     pending: input.recipients,
     verdicts: {},
@@ -102,9 +104,13 @@ export const deliveryMachine = setup({
     sessionCompleted: false,
     relay: null,
   }),
-  initial: "resolving",
+  initial: "starting",
   output: ({ context }) => ({ verdicts: context.verdicts, siteFailure: context.siteFailure, relay: context.relay }),
   states: {
+    starting: {
+      description: "Transient: skips the lookup when the servers are already known.",
+      always: [{ guard: ({ context }) => context.targets.length > 0, target: "connecting" }, { target: "resolving" }],
+    },
     resolving: {
       description: "Looking up the nexthop's servers (MX, then addresses), unless it is bracketed.",
       invoke: {

@@ -25,7 +25,7 @@ export interface GroupCommitOptions {
   readonly maxBatch: number
 }
 
-export const DEFAULT_GROUP_COMMIT: GroupCommitOptions = { windowMs: 2, lazyWindowMs: 20, maxBatch: 512 }
+export const DEFAULT_GROUP_COMMIT: GroupCommitOptions = { windowMs: 4, lazyWindowMs: 20, maxBatch: 512 }
 
 export interface CommitStats {
   readonly transactions: number

@@ -99,3 +99,26 @@ describe("relay end to end", () => {
     expect(attempts(postern).map((a) => a.outcome)).toEqual(["bounced"])
   })
 })
+
+describe("a failing delivery agent", () => {
+  test("an exception inside a delivery defers its recipients; the retry delivers them (predecessor backs off)", async () => {
+    receiver = await startReceiver()
+    let faults = 0
+    postern = await startPostern(
+      { transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` }, minimalBackoffTime: "1s", maximalBackoffTime: "1s" },
+      {
+        deliveryFault: () => {
+          if (faults++ === 0) throw new Error("injected fault in the delivery agent")
+        },
+      },
+    )
+    const r = await inject(postern.port, { from: "a@s.test", to: ["b@d.test"], body: makeMessage({ from: "a@s.test", to: "b@d.test" }) })
+    expect(r.ok).toBe(true)
+    await receiver.waitForMessages(1, 10_000)
+    expect(receiver.messages).toHaveLength(1)
+    await waitFor("the queue to empty", () => (postern!.queue.db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n === 0)
+    const log = attempts(postern)
+    expect(log.map((a) => a.outcome)).toEqual(["deferred", "sent"])
+    expect(log[0]!.reply).toContain("injected fault in the delivery agent")
+  })
+})

@@ -68,9 +68,16 @@ const runInjector = async (port: number, rate: number, count: number, durationS:
       "--drain-s",
       "40",
     ],
-    { timeoutMs, cwd: join(BENCH, "..") },
+    {
+      timeoutMs,
+      cwd: join(BENCH, ".."),
+      // Live progress: the injector's own lines, passed on as they come.
+      onSpawn: (child) =>
+        child.stderr?.on("data", (d: string | Buffer) => {
+          for (const line of String(d).split("\n")) if (line.startsWith("[inject]")) progress(`  ${line}`)
+        }),
+    },
   )
-  for (const line of r.stderr.split("\n").filter((l) => l.startsWith("[inject]"))) progress(`  ${line}`)
   const last = r.stdout.trim().split("\n").pop() ?? ""
   if (r.code !== 0 || last === "") throw new Error(`injector failed (${r.timedOut ? "timeout" : r.code}): ${r.stderr.slice(-800)}`)
   return JSON.parse(last) as InjectResult

@@ -17,7 +17,7 @@ import { resolveTargets, type Target } from "../transport/mx.js"
 import { parseNexthop } from "../transport/nexthop.js"
 import type { Route } from "../transport/route.js"
 import type { AttemptResult, RecipientVerdict } from "../transport/smtp-outcome.js"
-import { SmtpSession } from "../transport/smtp-session.js"
+import { isSession, SmtpSession, type Connector, type OutboundSession } from "../transport/smtp-session.js"
 
 /** One delivery request: recipients of one message for one destination (Postfix's qmgr entry). */
 export interface DeliveryRequest {
@@ -37,6 +37,8 @@ export interface DeliveryAgentDeps {
   readonly log: Logger
   /** Test-only fault hook: called at the start of every transfer; may throw. */
   readonly faultHook?: (request: DeliveryRequest) => void
+  /** How sessions are opened: real SMTP over sockets by default; the simulator models them. */
+  readonly connector?: Connector
 }
 
 /** A bracketed IP nexthop (`[127.0.0.1]:2526`) is its own and only server: no lookup to make. */
@@ -61,7 +63,7 @@ const needsSmtpUtf8 = (m: ActiveMessage, recipients: ReadonlyArray<QueuedRecipie
 
 export class DeliveryAgent {
   readonly cache: ConnectionCache
-  private readonly sessions = new Map<string, SmtpSession>()
+  private readonly sessions = new Map<string, OutboundSession>()
   private readonly requests = new Map<string, DeliveryRequest>()
   private readonly running = new Set<ActorRefFrom<typeof deliveryMachine>>()
   private readonly machine
@@ -154,7 +156,7 @@ export class DeliveryAgent {
       return "ready"
     }
     const config = this.deps.config()
-    const opened = await SmtpSession.open(
+    const opened = await (this.deps.connector ?? SmtpSession.open)(
       {
         target,
         heloName: config.hostname,
@@ -165,7 +167,7 @@ export class DeliveryAgent {
       },
       this.deps.clock.now(),
     )
-    if (!(opened instanceof SmtpSession)) return opened
+    if (!isSession(opened)) return opened
     this.sessions.set(deliveryId, opened)
     return "ready"
   }

@@ -12,6 +12,7 @@ import { GroupCommitter } from "../store/group-commit.js"
 import { makeQueueIdGenerator } from "../store/queue-id.js"
 import { recover, type RecoveryReport } from "../store/recovery.js"
 import type { ResolverShape } from "../transport/dns.js"
+import type { Connector } from "../transport/smtp-session.js"
 import { DeliveryAgent, type DeliveryRequest } from "./delivery.js"
 import { QueueManager } from "./qmgr.js"
 import { Smtpd } from "./smtpd.js"
@@ -67,6 +68,8 @@ export interface SystemDeps {
   readonly exit: (code: number, reason: unknown) => void
   /** Test-only fault hook for delivery agents. */
   readonly deliveryFault?: (request: DeliveryRequest) => void
+  /** How outbound sessions are opened (default: real SMTP); the simulator models destinations here. */
+  readonly connector?: Connector
 }
 
 export interface RunningSystem {
@@ -92,6 +95,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
     dns: deps.dns,
     log: deps.log,
     ...(deps.deliveryFault !== undefined ? { faultHook: deps.deliveryFault } : {}),
+    ...(deps.connector !== undefined ? { connector: deps.connector } : {}),
   })
   const qmgr = new QueueManager({
     config: deps.config,

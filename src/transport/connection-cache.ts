@@ -4,10 +4,10 @@
 // its last transaction ended cleanly less than `freshMs` ago: then the check would cost a round trip per
 // message under load and tell nothing new (a server that dropped it since shows at MAIL, which defers).
 import type { ClockShape } from "../runtime/clock.js"
-import type { SmtpSession } from "./smtp-session.js"
+import type { OutboundSession } from "./smtp-session.js"
 
 interface Idle {
-  readonly session: SmtpSession
+  readonly session: OutboundSession
   readonly timer: unknown
   readonly since: number
 }
@@ -23,7 +23,7 @@ export class ConnectionCache {
   ) {}
 
   /** Takes an idle, RSET-checked session for `key`, or null. */
-  async take(key: string): Promise<SmtpSession | null> {
+  async take(key: string): Promise<OutboundSession | null> {
     const list = this.idle.get(key)
     while (list !== undefined && list.length > 0) {
       const entry = list.pop()!
@@ -41,7 +41,7 @@ export class ConnectionCache {
   }
 
   /** Returns a session after a transaction; it is closed instead when it is too old or broken. */
-  put(key: string, session: SmtpSession): void {
+  put(key: string, session: OutboundSession): void {
     if (!session.usable || this.clock.now() - session.openedAt >= this.reuseLimitMs) {
       session.close()
       return

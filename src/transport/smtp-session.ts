@@ -39,7 +39,28 @@ const describe = (e: NodemailerError): string => {
   return e.message.replace(/\s+/g, " ").slice(0, 300)
 }
 
-export class SmtpSession {
+/**
+ * What the delivery agent needs of an open session. SmtpSession speaks real SMTP over a socket; the
+ * simulator provides modelled sessions with the same shape, so the same agent and machines run.
+ */
+export interface OutboundSession {
+  readonly target: Target
+  readonly openedAt: number
+  readonly usable: boolean
+  readonly lastClean: boolean
+  readonly relay: string
+  supports(extension: string): boolean
+  send(envelope: OutboundEnvelope, body: Buffer | Readable): Promise<AttemptResult>
+  reset(): Promise<boolean>
+  close(): void
+}
+
+/** Opens a session to a server, or says where the attempt failed (connect, greeting). */
+export type Connector = (options: SessionOptions, now: number) => Promise<OutboundSession | AttemptResult>
+
+export const isSession = (x: OutboundSession | AttemptResult): x is OutboundSession => !("stage" in x)
+
+export class SmtpSession implements OutboundSession {
   /** Transactions completed on this connection. */
   transactions = 0
   /** The last transaction ended with the server's 250 to the message: its state is clean. */
@@ -73,7 +94,7 @@ export class SmtpSession {
     return exts.includes(extension.toUpperCase())
   }
 
-  static open(options: SessionOptions, now: number): Promise<SmtpSession | AttemptResult> {
+  static open(options: SessionOptions, now: number): Promise<OutboundSession | AttemptResult> {
     return new Promise((resolve) => {
       const conn = new SMTPConnection({
         host: options.target.address,

@@ -54,7 +54,7 @@ export const RESULTS_MD = join(BENCH, "RESULTS.md")
 
 const sh = (cmd: string, args: ReadonlyArray<string>): string => {
   try {
-    return execFileSync(cmd, [...args], { encoding: "utf8", timeout: 10_000 }).trim()
+    return execFileSync(cmd, [...args], { encoding: "utf8", timeout: 10_000 }).replace(/^\n+/, "").trimEnd()
   } catch {
     return "unknown"
   }

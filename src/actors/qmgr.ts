@@ -134,7 +134,7 @@ export class QueueManager {
             for (const r of message.recipients) q.rescheduleRecipient(db, r.id, due)
           })
           .catch(() => undefined)
-          .finally(() => this.release(entry))
+          .finally(() => this.release(entry, true))
       },
     })
     actor.start()
@@ -421,7 +421,7 @@ export class QueueManager {
       .then(
         () => {
           this.pendingCompletions--
-          this.release(entry)
+          this.release(entry, decision.kind === "deferred")
         },
         (err: unknown) => {
           // The store could not commit (disk full, I/O): keep the message active and try again.
@@ -449,11 +449,15 @@ export class QueueManager {
     }
   }
 
-  private release(entry: ActiveEntry): void {
+  /**
+   * The message leaves the active window. Only a deferral changes the earliest due time in the store
+   * (a finished message removes rows that were 'active', not 'pending'), so only then is the timer re-armed.
+   */
+  private release(entry: ActiveEntry, rescheduled: boolean): void {
     this.active.delete(entry.message.id)
     entry.actor.stop()
     this.sweepIdleDestinations()
     if (this.backlogged) void this.scan()
-    else this.rearm()
+    else if (rescheduled) this.rearm()
   }
 }

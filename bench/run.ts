@@ -3,7 +3,7 @@
 // bench/results.json. Progress goes to stderr. Everything it starts, it stops, also on error or Ctrl-C.
 import { existsSync, rmSync } from "node:fs"
 import { parseArgs } from "node:util"
-import { installSignalHandlers, runCleanups } from "./lib/cleanup.js"
+import { installSignalHandlers, onCleanup, runCleanups } from "./lib/cleanup.js"
 import { progress } from "./lib/log.js"
 import { ALL_MTAS, removeBenchPeersTmp, type MtaName } from "./lib/mta.js"
 import { PEERS_DIR, POSTERN_CLI, SCRATCH } from "./lib/paths.js"
@@ -98,6 +98,11 @@ const main = async (): Promise<number> => {
   if (!existsSync(POSTERN_CLI)) throw new Error(`${POSTERN_CLI} is missing: run "npm run build" (npm run bench does)`)
   if (!existsSync(PEERS_DIR)) throw new Error(`the peers' scripts are not in ${PEERS_DIR} (set PEERS_DIR)`)
   installSignalHandlers()
+  // Registered first, so it runs last: our scratch folders go once everything is stopped.
+  onCleanup("scratch folders", () => {
+    removeBenchPeersTmp()
+    rmSync(SCRATCH, { recursive: true, force: true })
+  })
   const command = `npm run bench${argv.length > 0 ? ` -- ${argv.join(" ")}` : ""}`
   const machine = await machineInfo()
   progress(
@@ -125,7 +130,6 @@ const main = async (): Promise<number> => {
     } catch (e) {
       failures++
       progress(`=== ${scenario.name} FAILED: ${(e as Error).stack ?? String(e)}`)
-      await runCleanups()
     }
   }
   return failures === 0 ? 0 : 1

@@ -57,7 +57,7 @@ export const runCleanups = (): Promise<void> => {
   return running
 }
 
-/** SIGINT/SIGTERM: stop what we started, then exit 130/143. */
+/** SIGINT/SIGTERM (exit 130/143) and crashes (exit 1): stop what we started first. */
 export const installSignalHandlers = (): void => {
   let interrupted = false
   const handler = (signal: NodeJS.Signals) => {
@@ -71,4 +71,10 @@ export const installSignalHandlers = (): void => {
   }
   process.on("SIGINT", handler)
   process.on("SIGTERM", handler)
+  const crash = (what: string) => (err: unknown) => {
+    process.stderr.write(`bench: ${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+    void runCleanups().finally(() => process.exit(1))
+  }
+  process.on("uncaughtException", crash("uncaught exception"))
+  process.on("unhandledRejection", crash("unhandled rejection"))
 }

@@ -99,10 +99,12 @@ const renderScenario = (r: ScenarioReport): string => {
   const parts = [
     `## ${r.scenario}: ${r.title}`,
     r.measures,
-    `- command: \`${r.command}\``,
-    `- date: ${r.date} (took ${Math.round(r.durationS)} s)`,
-    `- machine: ${machineLine(r.machine)}`,
-    "- `free -h`:\n\n```\n" + r.machine.free + "\n```",
+    [
+      `- command: \`${r.command}\``,
+      `- date: ${r.date} (took ${Math.round(r.durationS)} s)`,
+      `- machine: ${machineLine(r.machine)}`,
+      "- `free -h`:\n\n  ```\n" + r.machine.free.replace(/^/gm, "  ") + "\n  ```",
+    ].join("\n"),
     ...r.tables.map(mdTable),
   ]
   if (r.notes.length > 0) parts.push(r.notes.map((n) => `- ${n}`).join("\n"))

@@ -160,6 +160,12 @@ export const latencyScenario: Scenario = {
         "transactions still open at the end; skipped counts sends due while 1,000 connections were open.",
       "CPU ms/msg: the MTA's CPU during the injection divided by the messages acknowledged (deliveries included).",
     ]
+    if (opts.rate === null && mtas.includes("haraka")) {
+      notes.push(
+        "Haraka's accept rate comes from its discard mode, which writes nothing to disk; here it runs its disk queue, so " +
+          "50% of that rate can be more than half of what it sustains with the queue (Postern and Postfix write to disk in both).",
+      )
+    }
     for (const r of runs.filter((x) => x.error !== null)) notes.push(`${r.mta} round ${r.round + 1} failed: ${r.error}`)
     for (const r of runs) {
       const errs = Object.entries(r.result?.errors ?? {})

@@ -49,7 +49,10 @@ export const scalingScenario: Scenario = {
         f === undefined ? "–" : fmtCounts(f),
       ]
     })
-    const notes: Array<string> = ["† the time budget ran out in some run of that cell; later rounds ran fewer messages (see results.json)."]
+    const notes: Array<string> = []
+    if (cells.some((c) => c.summaries.some((s) => s.truncatedRuns > 0 || s.reduced !== null))) {
+      notes.push("† the time budget ran out in some run of that cell; its rate is what arrived within the budget, and later rounds ran fewer messages (see results.json).")
+    }
     for (const c of cells) {
       for (const s of c.summaries) {
         if (s.reduced !== null) notes.push(`${s.label}, ${c.sessions} sessions × ${c.size / 1024} KiB: ${s.reduced}.`)

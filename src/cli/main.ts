@@ -6,12 +6,14 @@ import { parseArgs } from "node:util"
 import { ConfigError, loadConfig } from "../config/index.js"
 import type { PosternConfig } from "../config/types.js"
 import { queueList } from "./queue-list.js"
+import { runSimulate } from "./simulate.js"
 import { runStart } from "./start.js"
 
 const USAGE = `usage:
   postern start [--config FILE]          run in the foreground (SIGTERM/SIGINT stop it cleanly)
   postern queue list [--json] [--config FILE]
   postern check-config [--config FILE]
+  postern simulate SCENARIO.yaml [--seed N] [--out DIR]   (docs/simulation.md)
 Without --config, ./postern.yaml is read when it exists, else the built-in defaults apply.`
 
 const configPath = (given: string | undefined): string | undefined =>
@@ -31,7 +33,7 @@ const load = (file: string | undefined): PosternConfig => {
 
 const main = (argv: ReadonlyArray<string>): void => {
   const { values, positionals } = parseArgs({
-    args: [...argv],
+    args: argv[0] === "simulate" ? ["simulate"] : [...argv], // simulate parses its own options
     allowPositionals: true,
     options: { config: { type: "string", short: "c" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
   })
@@ -41,6 +43,9 @@ const main = (argv: ReadonlyArray<string>): void => {
     process.exit(command === undefined && values.help !== true ? 64 : 0)
   }
   switch (command) {
+    case "simulate":
+      void runSimulate(argv.slice(1))
+      return
     case "start":
       runStart(load(values.config))
       return

@@ -1,6 +1,7 @@
 // One outbound SMTP or LMTP session over nodemailer's SMTPConnection (the well-kept client we build on):
 // connect + greeting + EHLO, then any number of mail transactions with RSET between them. Every failure
 // comes back as an AttemptResult for smtp-outcome.ts, never as a thrown error.
+import { connect as netConnect } from "node:net"
 import type { Readable } from "node:stream"
 import SMTPConnection from "nodemailer/lib/smtp-connection"
 import type { AttemptResult, RcptRejection } from "./smtp-outcome.js"
@@ -35,6 +36,8 @@ const describe = (e: NodemailerError): string => {
   const original = (e as { originalCode?: string }).originalCode
   if (original === "ECONNREFUSED") return "Connection refused"
   if (original === "ECONNRESET") return "Connection reset by peer"
+  if (e.code === "ECONNRESET") return "Connection reset by peer"
+  if (e.code === "ECONNREFUSED") return "Connection refused"
   if (e.code === "ETIMEDOUT") return "Connection timed out"
   return e.message.replace(/\s+/g, " ").slice(0, 300)
 }
@@ -96,31 +99,58 @@ export class SmtpSession implements OutboundSession {
 
   static open(options: SessionOptions, now: number): Promise<OutboundSession | AttemptResult> {
     return new Promise((resolve) => {
-      const conn = new SMTPConnection({
-        host: options.target.address,
-        port: options.target.port,
-        name: options.heloName,
-        lmtp: options.lmtp,
-        ignoreTLS: true,
-        connectionTimeout: options.connectTimeout,
-        greetingTimeout: options.heloTimeout,
-        socketTimeout: options.dataTimeout,
-        logger: false,
-        debug: false,
-      })
       let settled = false
-      conn.once("error", (e: NodemailerError) => {
+      const finish = (r: OutboundSession | AttemptResult): void => {
         if (settled) return
         settled = true
-        conn.close()
-        if (e.command === "CONN" && e.response === undefined) resolve({ stage: "connect", reason: describe(e) })
-        else if (e.response !== undefined) resolve({ stage: "greeting", reply: e.response })
-        else resolve({ stage: "connect", reason: describe(e) })
+        resolve(r)
+      }
+      // The TCP connect alone is bounded by smtpConnectTimeout (Postfix's smtp_connect_timeout).
+      const socket = netConnect({ host: options.target.address, port: options.target.port })
+      const connectTimer = setTimeout(() => {
+        socket.destroy()
+        finish({ stage: "connect", reason: "Connection timed out" })
+      }, options.connectTimeout)
+      socket.once("error", (e: NodemailerError) => {
+        clearTimeout(connectTimer)
+        socket.destroy()
+        finish({ stage: "connect", reason: describe(Object.assign(e, { originalCode: e.code })) })
       })
-      conn.connect(() => {
-        if (settled) return
-        settled = true
-        resolve(new SmtpSession(conn, options.target, now))
+      socket.once("connect", () => {
+        clearTimeout(connectTimer)
+        socket.removeAllListeners("error")
+        // Greeting and EHLO: smtpHeloTimeout (smtp_helo_timeout), as the idle timeout of the handshake.
+        const conn = new SMTPConnection({
+          connection: socket,
+          name: options.heloName,
+          lmtp: options.lmtp,
+          ignoreTLS: true,
+          connectionTimeout: options.heloTimeout,
+          greetingTimeout: options.heloTimeout,
+          socketTimeout: options.heloTimeout,
+          logger: false,
+          debug: false,
+        })
+        const phase = (): string =>
+          conn.lastServerResponse ? "while performing the EHLO handshake" : "while receiving the initial server greeting"
+        conn.once("error", (e: NodemailerError) => {
+          const where = phase()
+          conn.close()
+          if (e.response !== undefined) finish({ stage: "greeting", reply: e.response })
+          else finish({ stage: "io", reason: `${describe(e)} ${where}`, sessionCompleted: false })
+        })
+        conn.connect((err?: NodemailerError) => {
+          if (settled) return
+          if (err) {
+            const where = phase()
+            conn.close()
+            finish({ stage: "io", reason: `${describe(err)} ${where}`, sessionCompleted: false })
+            return
+          }
+          // the session is up: from now on the idle timeout is smtpDataDoneTimeout
+          if (conn._socket) conn._socket.setTimeout(options.dataTimeout)
+          finish(new SmtpSession(conn, options.target, now))
+        })
       })
     })
   }

@@ -11,7 +11,7 @@ import { Clock } from "../../src/runtime/clock.js"
 import { makeLogger, silentLogger } from "../../src/runtime/log.js"
 import { seededRng } from "../../src/runtime/rng.js"
 import { openQueueForWriting, type OpenedQueue } from "../../src/store/open.js"
-import { tableResolver } from "../../src/transport/dns.js"
+import { tableResolver, type DnsTable } from "../../src/transport/dns.js"
 import type { DeliveryRequest } from "../../src/actors/delivery.js"
 
 export interface TestPostern {
@@ -27,7 +27,13 @@ export const tempDir = (prefix = "postern-test-"): string => mkdtempSync(join(tm
 
 export async function startPostern(
   overrides: Record<string, unknown> = {},
-  opts: { dataDir?: string; deliveryFault?: (r: DeliveryRequest) => void; exit?: (code: number, reason: unknown) => void } = {},
+  opts: {
+    dataDir?: string
+    deliveryFault?: (r: DeliveryRequest) => void
+    exit?: (code: number, reason: unknown) => void
+    /** DNS answers for this Postern (default: an empty table, so every name is NXDOMAIN; never real DNS). */
+    dns?: DnsTable
+  } = {},
 ): Promise<TestPostern> {
   const dataDir = opts.dataDir ?? tempDir()
   const config = decodeConfig(
@@ -40,7 +46,7 @@ export async function startPostern(
     db: queue.db,
     clock: Clock.system,
     rng: seededRng(42),
-    dns: tableResolver({}),
+    dns: tableResolver(opts.dns ?? {}),
     // POSTERN_TEST_LOG=debug shows Postern's own log lines while a test runs.
     log: process.env["POSTERN_TEST_LOG"] ? makeLogger(process.env["POSTERN_TEST_LOG"], 2) : silentLogger(),
     exit: opts.exit ?? ((code, reason) => {

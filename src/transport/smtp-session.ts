@@ -63,6 +63,9 @@ export type Connector = (options: SessionOptions, now: number) => Promise<Outbou
 
 export const isSession = (x: OutboundSession | AttemptResult): x is OutboundSession => !("stage" in x)
 
+/** Postfix's smtp_rset_timeout default. */
+const RSET_TIMEOUT_MS = 20_000
+
 export class SmtpSession implements OutboundSession {
   /** Transactions completed on this connection. */
   transactions = 0
@@ -199,7 +202,15 @@ export class SmtpSession implements OutboundSession {
   reset(): Promise<boolean> {
     if (this.broken) return Promise.resolve(false)
     return new Promise((resolve) => {
+      // Postfix's smtp_rset_timeout: a cached session that does not answer RSET soon is dropped, and the
+      // delivery opens a fresh one instead of waiting out the long data timeout.
+      const timer = setTimeout(() => {
+        this.broken = true
+        this.conn.close()
+        resolve(false)
+      }, RSET_TIMEOUT_MS)
       this.conn.reset((err) => {
+        clearTimeout(timer)
         if (err) this.broken = true
         resolve(!err)
       })

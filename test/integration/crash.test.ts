@@ -225,7 +225,7 @@ describe("crash safety with a real process", () => {
     expect(err.code).not.toBeNull()
     expect(err.stderr).toMatch(/another Postern is running/)
     expect(err.stderr).toContain(`pid ${child.pid}`)
-    expect(ms).toBeLessThan(5_000)
+    expect(ms).toBeLessThan(10_000) // generous: the whole suite runs beside it on 2 cores
     console.log(`[crash] second instance: exit ${err.code} after ${ms} ms: ${err.stderr.trim()}`)
     // The first one is unharmed.
     expect((await send(child.port, "lock-1")).ok).toBe(true)

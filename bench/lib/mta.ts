@@ -35,8 +35,6 @@ const POSTFIX_PID_FILE = "/var/spool/postfix/pid/master.pid"
 const postfixRunning = async (): Promise<boolean> =>
   (await runCommand("postfix", ["status"], { timeoutMs: 15_000 })).code === 0
 
-let postfixChecked = false
-
 export class PostfixProcess implements RunningMta {
   readonly name = "postfix" as const
   private constructor(
@@ -46,15 +44,13 @@ export class PostfixProcess implements RunningMta {
   ) {}
 
   static async start(opts: StartOptions): Promise<PostfixProcess> {
-    if (!postfixChecked) {
-      // postfix-relay.sh restarts the machine's one Postfix: never take it from someone else.
-      if (await postfixRunning()) {
-        throw new Error(
-          "Postfix is already running and this harness did not start it (someone else's benchmark, or a leftover). " +
-            `Stop it with "${peerScript("postfix-relay.sh")} stop" if it is yours, then run the bench again.`,
-        )
-      }
-      postfixChecked = true
+    // postfix-relay.sh restarts the machine's one Postfix: never take it from someone else. Ours is always
+    // stopped at the end of its run, so a running Postfix here is not ours.
+    if (await postfixRunning()) {
+      throw new Error(
+        "Postfix is already running and this harness did not start it (someone else's benchmark, or a leftover). " +
+          `Stop it with "${peerScript("postfix-relay.sh")} stop" if it is yours, then run the bench again.`,
+      )
     }
     const port = await freePort()
     const unregister = onCleanup("postfix", () => PostfixProcess.stopPostfix())

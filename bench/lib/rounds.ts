@@ -43,7 +43,8 @@ export const describeRun = (r: RunResult): string => {
   const rss = r.peakRssMb === null ? "" : `, peak RSS ${fmtInt(r.peakRssMb)} MiB`
   const cut = r.truncated ? ` (budget ran out: ${fmtInt(r.done)} of ${fmtInt(r.messages)})` : ""
   const err = r.error === null ? "" : ` ERROR ${r.error}`
-  return `${fmtInt(r.done)} msgs in ${r.seconds.toFixed(1)}s = ${fmtInt(r.rate)} msg/s (accept ${fmtInt(r.acceptRate)} msg/s)${cpu}${rss}${cut}${err}`
+  const acc = Number.isFinite(r.acceptRate) ? ` (accept ${fmtInt(r.acceptRate)} msg/s)` : ""
+  return `${fmtInt(r.done)} msgs in ${r.seconds.toFixed(1)}s = ${fmtInt(r.rate)} msg/s${acc}${cpu}${rss}${cut}${err}`
 }
 
 export const runRounds = async (

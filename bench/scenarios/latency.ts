@@ -167,11 +167,21 @@ export const latencyScenario: Scenario = {
       )
     }
     for (const r of runs.filter((x) => x.error !== null)) notes.push(`${r.mta} round ${r.round + 1} failed: ${r.error}`)
+    const late: Array<string> = []
     for (const r of runs) {
       const errs = Object.entries(r.result?.errors ?? {})
       if (errs.length > 0) notes.push(`${r.mta} round ${r.round + 1} errors: ${errs.slice(0, 3).map(([k, n]) => `${n}× ${k}`).join("; ")}`)
       const lag = r.result?.scheduleLagMs
-      if (lag !== undefined && lag.p99 > 20) notes.push(`${r.mta} round ${r.round + 1}: the injector itself ran late (schedule lag p99 ${fmtNum(lag.p99, 1)} ms): the machine was saturated.`)
+      if (lag !== undefined && lag.p99 > 20) late.push(`${r.mta} round ${r.round + 1} (p99 ${fmtNum(lag.p99, 1)} ms)`)
+      if (r.result !== undefined && r.result !== null && r.result.skipped > 0) {
+        notes.push(`${r.mta} round ${r.round + 1}: ${fmtInt(r.result.skipped)} sends skipped: 1,000 connections were open at once (the MTA fell behind).`)
+      }
+    }
+    if (late.length > 0) {
+      notes.push(
+        `The injector itself started sends late (schedule lag p99 over 20 ms) in ${late.join(", ")}: the machine was saturated ` +
+          "there, and the connect→250 tails include the injector's own delay.",
+      )
     }
     return {
       params: { size: SIZE, load: LOAD, durationS: opts.durationS, rounds: opts.rounds, offered: Object.fromEntries(offered), acceptRates: Object.fromEntries(rates) },

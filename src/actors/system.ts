@@ -109,6 +109,9 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
     escalate: (err) => deps.exit(70, err),
   })
   const smtpd = new Smtpd({ config: deps.config, committer, clock: deps.clock, log: deps.log, dns: deps.dns, newQueueId, qmgr })
+  // Group commit waits for company only when another client is connected: a lone client gets its commit
+  // on the next turn, a crowd shares fsyncs.
+  committer.expectCompany = () => smtpd.sessionCount() > 1
   // Listen first: every second down is mail turned away. The due scan runs right after.
   const listening = await smtpd.listen()
   qmgr.start()

@@ -53,7 +53,7 @@ export interface PolicyRun {
 const SAFETY_HORIZON = 60 * 86_400_000
 /** Never lets the committer's own (wall-clock) timers decide when a batch commits: the loop flushes. */
 const NO_TIMER = 2_000_000_000
-const PROGRESS_EVERY = 6 * 3_600_000
+const PROGRESS_EVERY = 86_400_000
 
 /** Where the simulated mail comes from (the messages' `client` column). */
 const SIM_CLIENT = { address: "192.0.2.1", helo: "injector.sim.example", hostname: "injector.sim.example" }

@@ -1,7 +1,7 @@
 // report.html: one self-contained page (inline SVG, no script, no external resource) with the summary
 // table and three plots per run: the delivery-latency CDF per policy, the queue size over time, and the
 // attempts per destination over time. Deterministic text: same results, same bytes.
-import type { PolicyResult } from "./results.js"
+import type { PolicyResult, PolicySummary } from "./results.js"
 
 export interface ReportInput {
   readonly scenario: string
@@ -9,7 +9,55 @@ export interface ReportInput {
   readonly seed: number
   readonly version: string
   readonly start: number
-  readonly results: ReadonlyArray<PolicyResult>
+  readonly policies: ReadonlyArray<PolicyPlot>
+}
+
+/** What the report needs of one policy's run, kept compact (a run's rows are let go once written). */
+export interface PolicyPlot {
+  readonly name: string
+  readonly overrides: Readonly<Record<string, unknown>>
+  readonly summary: PolicySummary
+  /** When the run ended, ms after time 0. */
+  readonly endedAt: number
+  readonly recipients: number
+  /** Arrival-to-delivery times of delivered recipients, seconds, ascending. */
+  readonly delays: Float64Array
+  /** Arrival times of all recipients and final times of those that ended, ms, ascending. */
+  readonly arrivals: Float64Array
+  readonly finals: Float64Array
+  /** Each attempt (expiries aside): when it ended (ms) and the index of its destination in `destinations`. */
+  readonly attemptAt: Float64Array
+  readonly attemptDestination: Int32Array
+  readonly destinations: ReadonlyArray<string>
+}
+
+const sorted = (values: Array<number>): Float64Array => Float64Array.from(values).sort()
+
+export const plotOf = (r: PolicyResult): PolicyPlot => {
+  const destinations: Array<string> = []
+  const index = new Map<string, number>()
+  const tries = r.attempts.filter((a) => a.outcome !== "expired")
+  const attemptDestination = Int32Array.from(tries, (a) => {
+    let i = index.get(a.destination)
+    if (i === undefined) {
+      i = destinations.push(a.destination) - 1
+      index.set(a.destination, i)
+    }
+    return i
+  })
+  return {
+    name: r.run.policy.name,
+    overrides: r.run.policy.overrides,
+    summary: r.summary,
+    endedAt: r.run.endedAt,
+    recipients: r.recipients.length,
+    delays: sorted(r.recipients.filter((x) => x.state === "delivered").map((x) => (x.finalAt! - x.arrival) / 1000)),
+    arrivals: sorted(r.recipients.map((x) => x.arrival)),
+    finals: sorted(r.recipients.flatMap((x) => (x.finalAt === null ? [] : [x.finalAt]))),
+    attemptAt: Float64Array.from(tries, (a) => a.at),
+    attemptDestination,
+    destinations,
+  }
 }
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
@@ -128,35 +176,29 @@ const timeAxis = (seconds: number): { unit: number; label: string; ticks: Array<
 }
 
 /** Downsampled CDF: fraction of all recipients delivered within x seconds. */
-const cdf = (r: PolicyResult): Array<readonly [number, number]> => {
-  const total = r.recipients.length
-  const delays = r.recipients.filter((x) => x.state === "delivered").map((x) => (x.finalAt! - x.arrival) / 1000).sort((a, b) => a - b)
-  if (delays.length === 0 || total === 0) return []
+const cdf = (p: PolicyPlot): Array<readonly [number, number]> => {
+  const delays = p.delays
+  if (delays.length === 0 || p.recipients === 0) return []
   const pts: Array<readonly [number, number]> = []
   const steps = Math.min(400, delays.length)
   for (let k = 0; k < steps; k++) {
     const i = Math.floor(((k + 1) / steps) * delays.length) - 1
-    pts.push([Math.max(delays[i]!, 0.001), (i + 1) / total])
+    pts.push([Math.max(delays[i]!, 0.001), (i + 1) / p.recipients])
   }
   return pts
 }
 
 /** Recipients arrived and not yet delivered, bounced or expired, at 400 points of [0, end]. */
-const queueSize = (r: PolicyResult, end: number): Array<readonly [number, number]> => {
-  const events: Array<readonly [number, number]> = []
-  for (const x of r.recipients) {
-    events.push([x.arrival, 1])
-    if (x.finalAt !== null) events.push([x.finalAt, -1])
-  }
-  events.sort((a, b) => a[0] - b[0] || b[1] - a[1])
+const queueSize = (p: PolicyPlot, end: number): Array<readonly [number, number]> => {
   const pts: Array<readonly [number, number]> = []
-  let level = 0
-  let e = 0
+  let a = 0
+  let f = 0
   const steps = 400
   for (let k = 0; k <= steps; k++) {
     const t = (end * k) / steps
-    while (e < events.length && events[e]![0] <= t) level += events[e++]![1]
-    pts.push([t / 1000, level])
+    while (a < p.arrivals.length && p.arrivals[a]! <= t) a++
+    while (f < p.finals.length && p.finals[f]! <= t) f++
+    pts.push([t / 1000, a - f])
   }
   return pts
 }
@@ -164,41 +206,41 @@ const queueSize = (r: PolicyResult, end: number): Array<readonly [number, number
 const BUCKETS = [60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400]
 
 /** Attempts per bucket for the busiest destinations (and the rest as "others"). */
-const attemptsByDestination = (r: PolicyResult, end: number): { series: Array<Series>; bucket: number; yMax: number } => {
+const attemptsByDestination = (p: PolicyPlot, end: number): { series: Array<Series>; bucket: number; yMax: number } => {
   const endS = Math.max(end / 1000, 1)
   const bucket = BUCKETS.find((b) => endS / b <= 150) ?? 86400
   const n = Math.floor(endS / bucket) + 1
-  const totals = new Map<string, number>()
-  for (const a of r.attempts) if (a.outcome !== "expired") totals.set(a.destination, (totals.get(a.destination) ?? 0) + 1)
-  const top = [...totals.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, 7).map(([d]) => d)
-  const counts = new Map<string, Array<number>>()
-  for (const d of [...top, "others"]) counts.set(d, new Array<number>(n).fill(0))
-  for (const a of r.attempts) {
-    if (a.outcome === "expired") continue
-    const key = top.includes(a.destination) ? a.destination : "others"
-    counts.get(key)![Math.min(n - 1, Math.floor(a.at / 1000 / bucket))]!++
-  }
+  const totals = new Array<number>(p.destinations.length).fill(0)
+  for (const d of p.attemptDestination) totals[d]!++
+  const top = totals
+    .map((count, i) => ({ count, i, name: p.destinations[i]! }))
+    .sort((x, y) => y.count - x.count || (x.name < y.name ? -1 : 1))
+    .slice(0, 7)
+  const slot = new Array<number>(p.destinations.length).fill(top.length)
+  top.forEach((t, k) => (slot[t.i] = k))
+  const counts = Array.from({ length: top.length + 1 }, () => new Array<number>(n).fill(0))
+  p.attemptAt.forEach((at, k) => counts[slot[p.attemptDestination[k]!]!]![Math.min(n - 1, Math.floor(at / 1000 / bucket))]!++)
   let yMax = 0
   const series: Array<Series> = []
-  ;[...top, "others"].forEach((d, i) => {
-    const c = counts.get(d)!
-    if (d === "others" && c.every((x) => x === 0)) return
+  counts.forEach((c, k) => {
+    if (k === top.length && c.every((x) => x === 0)) return
     yMax = Math.max(yMax, ...c)
-    series.push({ name: d.replace(/^smtp:/, ""), color: PALETTE[i % PALETTE.length]!, points: c.map((v, k) => [k * bucket, v] as const) })
+    const name = k === top.length ? "others" : top[k]!.name.replace(/^smtp:/, "")
+    series.push({ name, color: PALETTE[k % PALETTE.length]!, points: c.map((v, j) => [j * bucket, v] as const) })
   })
   return { series, bucket, yMax }
 }
 
 const fmt = (x: number | undefined | null, f: (v: number) => string = String): string => (x === undefined || x === null ? "–" : f(x))
 
-const table = (results: ReadonlyArray<PolicyResult>): string => {
+const table = (results: ReadonlyArray<PolicyPlot>): string => {
   const head = ["policy", "recipients", "delivered", "bounced", "expired", "still queued", "delivered %", "latency p50", "p90", "p99", "max",
-    "attempts / rcpt", "max attempts / msg", "NDRs", "connections", "simulated"]
+    "attempts per rcpt", "most attempts per msg", "NDRs sent", "connections", "simulated time"]
   const rows = results.map((r, i) => {
     const s = r.summary
     const conns = Object.values(s.destinations).reduce((t, d) => t + (d["connections"] ?? 0), 0)
     const cells = [
-      `<span class="sw" style="background:${PALETTE[i % PALETTE.length]}"></span>${esc(r.run.policy.name)}`,
+      `<span class="sw" style="background:${PALETTE[i % PALETTE.length]}"></span>${esc(r.name)}`,
       String(s.recipients), String(s.delivered), String(s.bounced), String(s.expired), String(s.deferred + s.queued),
       (s.deliveredShare * 100).toFixed(2), fmt(s.latency?.p50, shortDuration), fmt(s.latency?.p90, shortDuration),
       fmt(s.latency?.p99, shortDuration), fmt(s.latency?.max, shortDuration), fmt(s.attemptsPerRecipient?.mean, (v) => v.toFixed(2)),
@@ -207,32 +249,32 @@ const table = (results: ReadonlyArray<PolicyResult>): string => {
     return `<tr>${cells.map((c, k) => (k === 0 ? `<td class="l">${c}</td>` : `<td>${c}</td>`)).join("")}</tr>`
   })
   const configs = results.map((r) => {
-    const o = r.run.policy.overrides
+    const o = r.overrides
     const text = Object.keys(o).length === 0 ? "Postfix's defaults" : Object.entries(o).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ")
-    return `<li><b>${esc(r.run.policy.name)}</b>: ${esc(text)}</li>`
+    return `<li><b>${esc(r.name)}</b>: ${esc(text)}</li>`
   })
   return `<table><thead><tr>${head.map((h, k) => (k === 0 ? `<th class="l">${h}</th>` : `<th>${h}</th>`)).join("")}</tr></thead><tbody>${rows.join("")}</tbody></table>\n<ul class="pol">${configs.join("")}</ul>`
 }
 
 const CSS = `body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px}.meta{color:#555}
-table{border-collapse:collapse;font-size:13px;margin-top:8px}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
-th{background:#f4f4f4}.l{text-align:left}.sw{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}
+table{border-collapse:collapse;font-size:12px;margin-top:8px}th,td{padding:4px 6px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
+th{background:#f4f4f4;white-space:normal;vertical-align:bottom}.l{text-align:left}.sw{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}
 .pol{font-size:13px;color:#444}svg{display:block;margin:6px 0}
 svg .t{font-size:14px;font-weight:600}svg .frame{fill:none;stroke:#999}svg .grid{stroke:#e6e6e6}
 svg .xl{font-size:11px;text-anchor:middle;fill:#444}svg .yl{font-size:11px;text-anchor:end;dominant-baseline:middle;fill:#444}
 svg .al{font-size:12px;text-anchor:middle;fill:#333}svg .lg{font-size:12px;fill:#222}`
 
 export const renderReport = (input: ReportInput): string => {
-  const results = input.results
-  const end = Math.max(1, ...results.map((r) => r.run.endedAt))
+  const results = input.policies
+  const end = Math.max(1, ...results.map((r) => r.endedAt))
   const axis = timeAxis(end / 1000)
   const maxDelay = Math.max(60, ...results.map((r) => r.summary.latency?.max ?? 0))
   const latency = chart({
     title: "Delivery latency: share of all recipients delivered within a time after arrival",
     xLabel: "time from arrival to delivery (log scale)",
     yLabel: "share of recipients",
-    series: results.map((r, i) => ({ name: r.run.policy.name, color: PALETTE[i % PALETTE.length]!, points: cdf(r) })),
+    series: results.map((r, i) => ({ name: r.name, color: PALETTE[i % PALETTE.length]!, points: cdf(r) })),
     xMax: maxDelay * 1.2,
     yMax: 1,
     log: true,
@@ -241,7 +283,7 @@ export const renderReport = (input: ReportInput): string => {
     yFormat: (v) => `${Math.round(v * 100)}%`,
     step: true,
   })
-  const queues = results.map((r, i) => ({ name: r.run.policy.name, color: PALETTE[i % PALETTE.length]!, points: queueSize(r, end) }))
+  const queues = results.map((r, i) => ({ name: r.name, color: PALETTE[i % PALETTE.length]!, points: queueSize(r, end) }))
   const queue = chart({
     title: "Queue size: recipients arrived and not yet delivered, bounced or expired",
     xLabel: axis.label,
@@ -254,7 +296,7 @@ export const renderReport = (input: ReportInput): string => {
   const perDestination = results.map((r) => {
     const a = attemptsByDestination(r, end)
     return chart({
-      title: `Attempts per destination over time: ${r.run.policy.name} (per ${shortDuration(a.bucket)})`,
+      title: `Attempts per destination over time: ${r.name} (per ${shortDuration(a.bucket)})`,
       xLabel: axis.label,
       yLabel: `attempts per ${shortDuration(a.bucket)}`,
       series: a.series,

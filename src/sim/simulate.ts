@@ -6,7 +6,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, wr
 import { join } from "node:path"
 import { expandDestinations } from "./destinations.js"
 import { runPolicy } from "./engine.js"
-import { renderReport } from "./report.js"
+import { plotOf, renderReport, type PolicyPlot } from "./report.js"
 import { summarise, type AttemptRow, type PolicyResult, type RecipientRow } from "./results.js"
 import type { Scenario } from "./scenario.js"
 import { domainMix, generateTraffic, type SimMessage } from "./traffic.js"
@@ -91,8 +91,11 @@ export interface RunAllOptions {
   readonly progress?: (line: string) => void
 }
 
-/** Runs the policies on the same traffic; each result's database is left open for the caller. */
-export const runAll = async (opts: RunAllOptions): Promise<{ traffic: ReadonlyArray<SimMessage>; results: Array<PolicyResult> }> => {
+/**
+ * Runs the policies one after the other on the same traffic; `sink` gets each result (its database still
+ * open) before the next policy starts. Returns the traffic.
+ */
+export const forEachPolicy = async (opts: RunAllOptions, sink: (result: PolicyResult) => void): Promise<ReadonlyArray<SimMessage>> => {
   const { scenario, seed } = opts
   const progress = opts.progress ?? (() => undefined)
   for (const name of opts.policies ?? []) {
@@ -105,7 +108,6 @@ export const runAll = async (opts: RunAllOptions): Promise<{ traffic: ReadonlyAr
   const traffic = generateTraffic(scenario, seed, domainMix(scenario), opts.messages)
   progress(`${scenario.name}: ${traffic.length} messages, ${destinations.length} destinations, ${policies.length} policies, seed ${seed}`)
   if (opts.dbDir !== undefined) mkdirSync(opts.dbDir, { recursive: true })
-  const results: Array<PolicyResult> = []
   for (const policy of policies) {
     const dbFile = opts.dbDir === undefined ? undefined : join(opts.dbDir, databaseFile(policy.name))
     if (dbFile !== undefined) for (const suffix of ["", "-wal", "-shm"]) rmSync(dbFile + suffix, { force: true })
@@ -117,31 +119,41 @@ export const runAll = async (opts: RunAllOptions): Promise<{ traffic: ReadonlyAr
       `${policy.name}: delivered ${s.delivered}/${s.recipients}, bounced ${s.bounced}, expired ${s.expired}, still queued ${s.deferred + s.queued}; ` +
         `latency p50 ${s.latency?.p50 ?? "-"}s p99 ${s.latency?.p99 ?? "-"}s; ${s.attempts} attempts`,
     )
-    results.push(result)
+    sink(result)
   }
+  return traffic
+}
+
+/** Runs every policy and keeps every result (databases left open for the caller): for tests and tools. */
+export const runAll = async (opts: RunAllOptions): Promise<{ traffic: ReadonlyArray<SimMessage>; results: Array<PolicyResult> }> => {
+  const results: Array<PolicyResult> = []
+  const traffic = await forEachPolicy(opts, (r) => void results.push(r))
   return { traffic, results }
 }
 
-/** Runs the scenario and writes the run folder. */
+/** Runs the scenario and writes the run folder, one policy at a time (memory holds one policy's rows). */
 export const simulate = async (opts: SimulateOptions): Promise<SimulationSummary> => {
   const { scenario, seed } = opts
-  const { traffic, results } = await runAll(opts)
   mkdirSync(opts.outDir, { recursive: true })
   for (const f of RUN_FILES) rmSync(join(opts.outDir, f), { force: true })
-  for (const r of results) {
-    const target = join(opts.outDir, databaseFile(r.run.policy.name))
+  const attempts = new LineWriter(join(opts.outDir, "attempts.csv"))
+  attempts.line(ATTEMPT_HEADER)
+  const recipients = new LineWriter(join(opts.outDir, "recipients.csv"))
+  recipients.line(RECIPIENT_HEADER)
+  const plots: Array<PolicyPlot> = []
+  const summaries: Array<[string, PolicyResult["summary"]]> = []
+  const traffic = await forEachPolicy(opts, (r) => {
+    const name = r.run.policy.name
+    for (const a of r.attempts) attempts.line(attemptFields(name, a))
+    for (const x of r.recipients) recipients.line(recipientFields(name, x))
+    const target = join(opts.outDir, databaseFile(name))
     rmSync(target, { force: true })
     r.run.db.prepare("VACUUM INTO ?").run(target)
     r.run.db.close()
-  }
-
-  const attempts = new LineWriter(join(opts.outDir, "attempts.csv"))
-  attempts.line(ATTEMPT_HEADER)
-  for (const r of results) for (const a of r.attempts) attempts.line(attemptFields(r.run.policy.name, a))
+    plots.push(plotOf(r))
+    summaries.push([name, r.summary])
+  })
   attempts.close()
-  const recipients = new LineWriter(join(opts.outDir, "recipients.csv"))
-  recipients.line(RECIPIENT_HEADER)
-  for (const r of results) for (const x of r.recipients) recipients.line(recipientFields(r.run.policy.name, x))
   recipients.close()
 
   const version = posternVersion()
@@ -152,12 +164,12 @@ export const simulate = async (opts: SimulateOptions): Promise<SimulationSummary
     postern: version,
     start: new Date(scenario.start).toISOString(),
     messages: traffic.length,
-    policies: Object.fromEntries(results.map((r) => [r.run.policy.name, r.summary])),
+    policies: Object.fromEntries(summaries),
   }
   writeFileSync(join(opts.outDir, "summary.json"), `${JSON.stringify(summary, null, 2)}\n`)
   writeFileSync(
     join(opts.outDir, "report.html"),
-    renderReport({ scenario: scenario.name, description: scenario.description, seed, version, start: scenario.start, results }),
+    renderReport({ scenario: scenario.name, description: scenario.description, seed, version, start: scenario.start, policies: plots }),
   )
   return summary
 }

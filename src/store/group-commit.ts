@@ -50,9 +50,15 @@ export class GroupCommitter {
     private readonly options: GroupCommitOptions = DEFAULT_GROUP_COMMIT,
   ) {}
 
+  /**
+   * Whether more urgent work may be on its way (smtpd: another client is connected). When none is, there
+   * is no company worth waiting for: the batch flushes on the next turn and a lone client is not slowed.
+   */
+  expectCompany: () => boolean = () => true
+
   /** Runs `op` inside the next group transaction; resolves with its result after the commit is on disk. */
   run<T>(op: StoreOp<T>): Promise<T> {
-    return this.enqueue(op, this.options.windowMs)
+    return this.enqueue(op, this.expectCompany() ? this.options.windowMs : 0)
   }
 
   /** Like run(), for work nobody is waiting on: it may wait longer, to share an urgent batch's fsync. */

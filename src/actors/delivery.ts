@@ -35,8 +35,8 @@ export interface DeliveryAgentDeps {
   readonly rng: RngShape
   readonly dns: ResolverShape
   readonly log: Logger
-  /** Test-only fault hook: called at the start of every transfer; may throw. */
-  readonly faultHook?: (request: DeliveryRequest) => void
+  /** Test-only fault hook: called at the start of every transfer; may throw, or hang (a promise). */
+  readonly faultHook?: (request: DeliveryRequest) => void | Promise<void>
   /** How sessions are opened: real SMTP over sockets by default; the simulator models them. */
   readonly connector?: Connector
 }
@@ -66,6 +66,8 @@ export class DeliveryAgent {
   private readonly sessions = new Map<string, OutboundSession>()
   private readonly requests = new Map<string, DeliveryRequest>()
   private readonly running = new Set<ActorRefFrom<typeof deliveryMachine>>()
+  /** How to end each delivery in flight early (lease expiry, shutdown), by request id. */
+  private readonly cancellers = new Map<string, (reason: string) => void>()
   private readonly machine
 
   constructor(private readonly deps: DeliveryAgentDeps) {
@@ -105,16 +107,31 @@ export class DeliveryAgent {
           ...(literal !== null ? { targets: [literal] } : {}),
         },
       })
+      let finished = false
       const finish = (output: DeliveryOutput) => {
+        if (finished) return
+        finished = true
         this.running.delete(actor)
         this.requests.delete(request.id)
+        this.cancellers.delete(request.id)
         const session = this.sessions.get(request.id)
         this.sessions.delete(request.id)
         if (session !== undefined) this.cache.put(cacheKeyFor(request.route, session.target), session)
         resolve(output)
       }
+      this.cancellers.set(request.id, (reason) => {
+        // The session may be mid-transaction: it is closed, never reused.
+        this.sessions.get(request.id)?.close()
+        this.sessions.delete(request.id)
+        finish(this.everyone(request, { verdict: "deferred", dsn: "4.4.7", reply: reason, remote: false }))
+        actor.stop()
+      })
       actor.subscribe({
-        complete: () => finish(actor.getSnapshot().output!),
+        complete: () => {
+          // A stopped actor completes too (cancel, shutdown); only a finished one has an output.
+          const snapshot = actor.getSnapshot()
+          if (snapshot.status === "done") finish(snapshot.output)
+        },
         error: (error) => {
           this.deps.log.error(
             { actor: `delivery/${request.id}`, parent: `destination/${request.route.key}`, queue_id: request.message.queueId, err: error },
@@ -128,6 +145,14 @@ export class DeliveryAgent {
       this.running.add(actor)
       actor.start()
     })
+  }
+
+  /**
+   * Ends one delivery now (its lease expired): its recipients are reported deferred with `reason`, its
+   * session is closed, and whatever the stopped actor would have said later is never heard.
+   */
+  cancel(requestId: string, reason: string): void {
+    this.cancellers.get(requestId)?.(reason)
   }
 
   /** Stops every delivery in flight (shutdown after the grace period); their recipients stay queued. */
@@ -176,7 +201,7 @@ export class DeliveryAgent {
     const request = this.requests.get(deliveryId)
     const session = this.sessions.get(deliveryId)
     if (request === undefined || session === undefined) return { stage: "io", reason: "no session", sessionCompleted: false }
-    this.deps.faultHook?.(request)
+    await this.deps.faultHook?.(request)
     const m = request.message
     const rcpts = request.recipients.filter((r) => recipients.includes(r.address))
     if (needsSmtpUtf8(m, rcpts) && !session.supports("SMTPUTF8")) {

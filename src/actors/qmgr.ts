@@ -30,13 +30,13 @@ export interface QmgrDeps {
   readonly log: Logger
   readonly newQueueId: () => string
   readonly deliver: (request: DeliveryRequest) => Promise<DeliveryOutput>
+  /** Ends a delivery in flight now (its lease expired); its promise resolves with its recipients deferred. */
+  readonly cancel: (requestId: string, reason: string) => void
   readonly destinationPolicy: RestartPolicy
   /** A destination past its restart intensity: the root decides. */
   readonly escalate: (error: unknown) => void
 }
 
-/** How long an active recipient's lease lasts before recovery may take it back (issue: leases). */
-const LEASE_MS = 3_600_000
 /** Messages loaded per scan of the due index. */
 const SCAN_BATCH = 1_000
 const MAX_TIMER_MS = 2 ** 31 - 1
@@ -83,8 +83,27 @@ export class QueueManager {
     this.backlogged = true
   }
 
+  /**
+   * How long a delivery attempt may hold its recipients: twice the longest an attempt on one server can
+   * take by its own timeouts. Past that the attempt counts as not done (its actor hung or was cut off):
+   * the recipients are deferred, the attempt is stopped and anything it says later is discarded.
+   */
   get leaseMs(): number {
-    return LEASE_MS
+    const c = this.deps.config()
+    return 2 * (c.smtpConnectTimeout + c.smtpHeloTimeout + c.smtpDataDoneTimeout)
+  }
+
+  /** Runs a delivery under its lease. */
+  private deliverLeased(request: DeliveryRequest): Promise<DeliveryOutput> {
+    const ms = this.leaseMs
+    const timer = this.deps.clock.setTimeout(() => {
+      this.deps.log.warn(
+        { actor: `delivery/${request.id}`, parent: `destination/${request.route.key}`, queue_id: request.message.queueId, lease_ms: ms },
+        "delivery lease expired: its recipients are deferred and a late result will be discarded",
+      )
+      this.deps.cancel(request.id, `delivery attempt did not finish within its lease of ${Math.round(ms / 1000)}s`)
+    }, ms)
+    return this.deps.deliver(request).finally(() => this.deps.clock.clearTimeout(timer))
   }
 
   activeCount(): number {
@@ -203,7 +222,7 @@ export class QueueManager {
           const m = q.loadDueMessage(this.deps.db, id, now)
           if (m !== null && m.recipients.length > 0) loaded.push(m)
         }
-        const leaseUntil = now + LEASE_MS
+        const leaseUntil = now + this.leaseMs
         await this.deps.committer.run((db) => {
           for (const m of loaded) q.activateRecipients(db, m.recipients.map((r) => r.id), leaseUntil)
         })
@@ -272,7 +291,7 @@ export class QueueManager {
         {
           clock: this.deps.clock,
           log: this.deps.log,
-          deliver: this.deps.deliver,
+          deliver: (r) => this.deliverLeased(r),
           done: (request, output, durationMs) => this.onDelivered(request, output, durationMs),
           restartPolicy: this.deps.destinationPolicy,
           escalate: this.deps.escalate,
@@ -380,7 +399,7 @@ export class QueueManager {
             this.deps.log.info({ queue_id: m.queueId, from: m.sender }, `${m.queueId}: no non-delivery report (null sender or NOTIFY)`)
           } else {
             const admit = this.hasRoom()
-            const committed = q.commitMessage(db, report.message, [report.body], 0, null, admit, now + LEASE_MS)
+            const committed = q.commitMessage(db, report.message, [report.body], 0, null, admit, now + this.leaseMs)
             if (admit) {
               bounce = {
                 message: {

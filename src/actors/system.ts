@@ -67,7 +67,7 @@ export interface SystemDeps {
   /** The root's answer to an escalation: Postern exits non-zero (crash-only). */
   readonly exit: (code: number, reason: unknown) => void
   /** Test-only fault hook for delivery agents. */
-  readonly deliveryFault?: (request: DeliveryRequest) => void
+  readonly deliveryFault?: (request: DeliveryRequest) => void | Promise<void>
   /** How outbound sessions are opened (default: real SMTP); the simulator models destinations here. */
   readonly connector?: Connector
 }
@@ -105,6 +105,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
     log: deps.log,
     newQueueId,
     deliver: (r) => agent.deliver(r),
+    cancel: (id, reason) => agent.cancel(id, reason),
     destinationPolicy: row("destination").policy,
     escalate: (err) => deps.exit(70, err),
   })

@@ -128,6 +128,7 @@ export const runPolicy = async (input: PolicyRunInput): Promise<PolicyRun> => {
     log,
     newQueueId,
     deliver: (r) => agent.deliver(r),
+    cancel: (id, reason) => agent.cancel(id, reason),
     destinationPolicy: row("destination").policy,
     escalate: (err) => void errors.push(`escalated to the root: ${String(err)}`),
   })

@@ -207,11 +207,14 @@ const BUCKETS = [60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400
 
 /** Attempts per bucket for the busiest destinations (and the rest as "others"). */
 const attemptsByDestination = (p: PolicyPlot, end: number): { series: Array<Series>; bucket: number; yMax: number } => {
+  // Only attempts up to `end` count (and pick the busiest destinations).
   const endS = Math.max(end / 1000, 1)
   const bucket = BUCKETS.find((b) => endS / b <= 150) ?? 86400
   const n = Math.floor(endS / bucket) + 1
   const totals = new Array<number>(p.destinations.length).fill(0)
-  for (const d of p.attemptDestination) totals[d]!++
+  p.attemptDestination.forEach((d, k) => {
+    if (p.attemptAt[k]! <= end) totals[d]!++
+  })
   const top = totals
     .map((count, i) => ({ count, i, name: p.destinations[i]! }))
     .sort((x, y) => y.count - x.count || (x.name < y.name ? -1 : 1))
@@ -219,7 +222,9 @@ const attemptsByDestination = (p: PolicyPlot, end: number): { series: Array<Seri
   const slot = new Array<number>(p.destinations.length).fill(top.length)
   top.forEach((t, k) => (slot[t.i] = k))
   const counts = Array.from({ length: top.length + 1 }, () => new Array<number>(n).fill(0))
-  p.attemptAt.forEach((at, k) => counts[slot[p.attemptDestination[k]!]!]![Math.min(n - 1, Math.floor(at / 1000 / bucket))]!++)
+  p.attemptAt.forEach((at, k) => {
+    if (at <= end) counts[slot[p.attemptDestination[k]!]!]![Math.min(n - 1, Math.floor(at / 1000 / bucket))]!++
+  })
   let yMax = 0
   const series: Array<Series> = []
   counts.forEach((c, k) => {
@@ -265,10 +270,27 @@ svg .t{font-size:14px;font-weight:600}svg .frame{fill:none;stroke:#999}svg .grid
 svg .xl{font-size:11px;text-anchor:middle;fill:#444}svg .yl{font-size:11px;text-anchor:end;dominant-baseline:middle;fill:#444}
 svg .al{font-size:12px;text-anchor:middle;fill:#333}svg .lg{font-size:12px;fill:#222}`
 
+/**
+ * When a long tail (retries of dead destinations until they expire) would squeeze the interesting part
+ * into a sliver: the time by which every message had arrived and 99% of the recipients were done.
+ */
+const zoomOf = (results: ReadonlyArray<PolicyPlot>, end: number): number | null => {
+  let t = 0
+  for (const r of results) {
+    if (r.arrivals.length > 0) t = Math.max(t, r.arrivals[r.arrivals.length - 1]!)
+    if (r.finals.length > 0) t = Math.max(t, r.finals[Math.max(0, Math.ceil(0.99 * r.finals.length) - 1)]!)
+  }
+  const zoom = t * 1.1 + 60_000
+  return zoom < end * 0.5 ? zoom : null
+}
+
 export const renderReport = (input: ReportInput): string => {
   const results = input.policies
   const end = Math.max(1, ...results.map((r) => r.endedAt))
   const axis = timeAxis(end / 1000)
+  const zoom = zoomOf(results, end)
+  const window = zoom ?? end
+  const windowAxis = timeAxis(window / 1000)
   const maxDelay = Math.max(60, ...results.map((r) => r.summary.latency?.max ?? 0))
   const latency = chart({
     title: "Delivery latency: share of all recipients delivered within a time after arrival",
@@ -293,16 +315,29 @@ export const renderReport = (input: ReportInput): string => {
     yMax: Math.max(1, ...queues.flatMap((s) => s.points.map((p) => p[1]))) * 1.05,
     xTicks: axis.ticks,
   })
+  let queueZoom = ""
+  if (zoom !== null) {
+    const zoomed = results.map((r, i) => ({ name: r.name, color: PALETTE[i % PALETTE.length]!, points: queueSize(r, zoom) }))
+    queueZoom = chart({
+      title: `Queue size, the first ${shortDuration(zoom / 1000)}: until every message had arrived and 99% of recipients were done`,
+      xLabel: windowAxis.label,
+      yLabel: "recipients in the queue",
+      series: zoomed,
+      xMax: zoom / 1000,
+      yMax: Math.max(1, ...zoomed.flatMap((s) => s.points.map((p) => p[1]))) * 1.05,
+      xTicks: windowAxis.ticks,
+    })
+  }
   const perDestination = results.map((r) => {
-    const a = attemptsByDestination(r, end)
+    const a = attemptsByDestination(r, window)
     return chart({
-      title: `Attempts per destination over time: ${r.name} (per ${shortDuration(a.bucket)})`,
-      xLabel: axis.label,
+      title: `Attempts per destination over time: ${r.name} (per ${shortDuration(a.bucket)}${zoom === null ? "" : `, the first ${shortDuration(zoom / 1000)}`})`,
+      xLabel: windowAxis.label,
       yLabel: `attempts per ${shortDuration(a.bucket)}`,
       series: a.series,
-      xMax: end / 1000,
+      xMax: window / 1000,
       yMax: a.yMax * 1.05,
-      xTicks: axis.ticks,
+      xTicks: windowAxis.ticks,
       step: true,
     })
   })
@@ -318,7 +353,9 @@ ${table(results)}
 ${latency}
 <h2>Queue size</h2>
 ${queue}
+${queueZoom}
 <h2>Attempts per destination</h2>
+${zoom === null ? "" : `<p class="meta">Up to ${shortDuration(zoom / 1000)} after time 0; the rest (retries until expiry) is in attempts.csv.</p>`}
 ${perDestination.join("\n")}
 </body></html>
 `

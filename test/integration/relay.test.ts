@@ -122,3 +122,39 @@ describe("a failing delivery agent", () => {
     expect(log[0]!.reply).toContain("injected fault in the delivery agent")
   })
 })
+
+describe("leases", () => {
+  test("a delivery that hangs past its lease is stopped, its recipients deferred and retried; nothing is applied twice", async () => {
+    receiver = await startReceiver()
+    let calls = 0
+    let releaseHung: () => void = () => undefined
+    postern = await startPostern(
+      {
+        transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` },
+        minimalBackoffTime: "1s",
+        maximalBackoffTime: "1s",
+        // lease = 2 x (connect + helo + data-done) = 2.4 s (the receiver greets after 100 ms)
+        smtpConnectTimeout: "100ms",
+        smtpHeloTimeout: "1s",
+        smtpDataDoneTimeout: "100ms",
+      },
+      {
+        deliveryFault: () => {
+          // the first attempt hangs inside the delivery agent until the test lets it go, long after its lease
+          if (calls++ === 0) return new Promise<void>((resolve) => (releaseHung = resolve))
+        },
+      },
+    )
+    const r = await inject(postern.port, { from: "a@s.test", to: ["b@d.test"], body: makeMessage({ from: "a@s.test", to: "b@d.test" }) })
+    expect(r.ok).toBe(true)
+    await receiver.waitForMessages(1, 10_000)
+    releaseHung() // the late result of the first attempt: it must be discarded
+    await new Promise((res) => setTimeout(res, 300))
+    expect(receiver.messages).toHaveLength(1)
+    await waitFor("the queue to empty", () => (postern!.queue.db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n === 0)
+    const log = attempts(postern)
+    expect(log.map((a) => a.outcome)).toEqual(["deferred", "sent"])
+    expect(log[0]!.dsn).toBe("4.4.7")
+    expect(log[0]!.reply).toMatch(/did not finish within its lease/)
+  })
+})

@@ -29,7 +29,7 @@ export async function startPostern(
   overrides: Record<string, unknown> = {},
   opts: {
     dataDir?: string
-    deliveryFault?: (r: DeliveryRequest) => void
+    deliveryFault?: (r: DeliveryRequest) => void | Promise<void>
     exit?: (code: number, reason: unknown) => void
     /** DNS answers for this Postern (default: an empty table, so every name is NXDOMAIN; never real DNS). */
     dns?: DnsTable

@@ -25,13 +25,15 @@ export interface DestinationDeps {
 
 export type DestinationStatus =
   | { readonly state: "active"; readonly window: number; readonly busy: number; readonly queued: number }
-  | { readonly state: "dead"; readonly reason: string | null; readonly queued: number }
+  | { readonly state: "dead"; readonly reason: string | null; readonly queued: number; readonly deadUntil: number }
 
 export class DestinationQueue {
   private actor!: ActorRefFrom<typeof destinationMachine>
   private readonly todo: Array<DeliveryRequest> = []
   /** Set at shutdown: deliveries in flight finish, no new one starts. */
   private holding = false
+  /** When the destination was last declared dead (epoch ms), for `postern queue list`. */
+  private deadSince = 0
 
   constructor(
     readonly key: string,
@@ -71,7 +73,7 @@ export class DestinationQueue {
   status(): DestinationStatus {
     const s = this.actor.getSnapshot()
     return s.value === "dead"
-      ? { state: "dead", reason: s.context.deadReason, queued: this.todo.length }
+      ? { state: "dead", reason: s.context.deadReason, queued: this.todo.length, deadUntil: this.deadSince + this.input.deadTime }
       : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.length }
   }
 
@@ -103,6 +105,7 @@ export class DestinationQueue {
         const was = previous
         previous = s.value
         if (s.value === "dead" && was !== "dead") {
+          this.deadSince = this.deps.clock.now()
           this.deps.log.warn({ destination: this.key, reason: s.context.deadReason }, "destination is dead; deferring its queue")
           queueMicrotask(() => this.deferAllQueued(s.context.deadReason))
         } else if (was === "dead" && s.value !== "dead") {

@@ -160,13 +160,33 @@ export class QueueManager {
     this.dispatch(entry, config)
   }
 
-  /** Makes all deferred mail due now and clears dead marks (postern queue flush). */
-  flush(destination?: string): void {
-    for (const [key, d] of this.destinations) if (destination === undefined || key.endsWith(`:${destination}`) || key === destination) d.flush()
+  /**
+   * postern queue flush (Postfix's postqueue -f / -s): clears dead marks and makes deferred mail due now,
+   * for every destination or one (a nexthop, with or without its service, or a recipient domain).
+   * Returns how many recipients were made due.
+   */
+  async flush(destination?: string): Promise<number> {
+    // D names a destination (its nexthop, with or without the service) or a recipient domain, whose
+    // destination is where the current config routes it.
+    const routed = destination === undefined ? undefined : resolveRoute(this.deps.config(), `postmaster@${destination.toLowerCase()}`).key
+    const matches = (key: string) => {
+      if (destination === undefined) return true
+      const d = destination.toLowerCase()
+      return key === d || key.endsWith(`:${d}`) || key === routed
+    }
+    for (const [key, d] of this.destinations) if (matches(key)) d.flush()
+    const now = this.deps.clock.now()
+    const n = await this.deps.committer.run((db) => q.flushDeferred(db, now, destination))
+    if (this.timer !== null) this.deps.clock.clearTimeout(this.timer)
+    this.timer = null
+    this.timerAt = null
+    void this.scan()
+    return n
   }
 
-  destinationStatus(key: string): DestinationStatus | undefined {
-    return this.destinations.get(key)?.status()
+  /** Every destination queue held now, for postern queue list. */
+  destinationStates(): Array<{ key: string } & DestinationStatus> {
+    return [...this.destinations].map(([key, d]) => ({ key, ...d.status() }))
   }
 
   /**

@@ -16,6 +16,7 @@ import type { Connector } from "../transport/smtp-session.js"
 import { DeliveryAgent, type DeliveryRequest } from "./delivery.js"
 import { QueueManager } from "./qmgr.js"
 import { Smtpd } from "./smtpd.js"
+import { startControlServer } from "../control/server.js"
 
 export type Restart = "permanent" | "temporary"
 export type Strategy = "one-for-one" | "one-for-all" | "rest-for-one"
@@ -70,6 +71,8 @@ export interface SystemDeps {
   readonly deliveryFault?: (request: DeliveryRequest) => void | Promise<void>
   /** How outbound sessions are opened (default: real SMTP); the simulator models destinations here. */
   readonly connector?: Connector
+  /** The data folder, where the control socket for `postern queue flush|list` listens; none when absent. */
+  readonly controlDir?: string
 }
 
 export interface RunningSystem {
@@ -116,6 +119,31 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
   // Listen first: every second down is mail turned away. The due scan runs right after.
   const listening = await smtpd.listen()
   qmgr.start()
+  const control =
+    deps.controlDir === undefined
+      ? null
+      : await startControlServer(
+          deps.controlDir,
+          {
+            flush: (destination) => qmgr.flush(destination),
+            status: () => ({
+              ok: true,
+              destinations: qmgr.destinationStates().map((d) => ({
+                key: d.key,
+                state: d.state,
+                queued: d.queued,
+                ...(d.state === "dead"
+                  ? { deadUntil: d.deadUntil, ...(d.reason !== null ? { reason: d.reason } : {}) }
+                  : { window: d.window, busy: d.busy }),
+              })),
+            }),
+          },
+          deps.log,
+        ).catch((err: unknown) => {
+          // Mail flows without it; only `postern queue flush` and live destination states need it.
+          deps.log.error({ actor: "control", err }, "control socket unavailable (is the dataDir path too long for a Unix socket?)")
+          return null
+        })
   deps.log.info({ actor: "system", listening }, "postern is running")
   return {
     committer,
@@ -125,6 +153,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
     recovery,
     listening,
     stop: async (graceMs) => {
+      control?.close()
       const closing = smtpd.close()
       await qmgr.stop(graceMs)
       agent.abortAll()

@@ -5,6 +5,7 @@ import { existsSync } from "node:fs"
 import { parseArgs } from "node:util"
 import { ConfigError, loadConfig } from "../config/index.js"
 import type { PosternConfig } from "../config/types.js"
+import { liveDestinationStates, queueFlush } from "./queue-flush.js"
 import { queueList } from "./queue-list.js"
 import { runSimulate } from "./simulate.js"
 import { runStart } from "./start.js"
@@ -12,6 +13,7 @@ import { runStart } from "./start.js"
 const USAGE = `usage:
   postern start [--config FILE]          run in the foreground (SIGTERM/SIGINT stop it cleanly)
   postern queue list [--json] [--config FILE]
+  postern queue flush [--destination D] [--config FILE]   deferred mail due now, dead marks cleared
   postern check-config [--config FILE]
   postern simulate SCENARIO.yaml [--seed N] [--out DIR]   (docs/simulation.md)
 Without --config, ./postern.yaml is read when it exists, else the built-in defaults apply.`
@@ -35,7 +37,12 @@ const main = (argv: ReadonlyArray<string>): void => {
   const { values, positionals } = parseArgs({
     args: argv[0] === "simulate" ? ["simulate"] : [...argv], // simulate parses its own options
     allowPositionals: true,
-    options: { config: { type: "string", short: "c" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    options: {
+      config: { type: "string", short: "c" },
+      json: { type: "boolean" },
+      destination: { type: "string", short: "d" },
+      help: { type: "boolean", short: "h" },
+    },
   })
   const [command, sub] = positionals
   if (values.help === true || command === undefined) {
@@ -57,12 +64,18 @@ const main = (argv: ReadonlyArray<string>): void => {
     case "queue":
       if (sub === "list") {
         const config = load(values.config)
-        try {
-          queueList(config.dataDir, values.json === true)
-        } catch (e) {
-          process.stderr.write(`postern: cannot read the queue in ${config.dataDir}: ${(e as Error).message}\n`)
-          process.exit(69)
-        }
+        void liveDestinationStates(config.dataDir).then((states) => {
+          try {
+            queueList(config.dataDir, values.json === true, process.stdout, states)
+          } catch (e) {
+            process.stderr.write(`postern: cannot read the queue in ${config.dataDir}: ${(e as Error).message}\n`)
+            process.exit(69)
+          }
+        })
+        return
+      }
+      if (sub === "flush") {
+        void queueFlush(load(values.config).dataDir, values.destination)
         return
       }
       break

@@ -1,10 +1,18 @@
 // `postern queue list [--json]`: the queue as a second reader on the WAL database, while Postern runs.
 // --json prints one object per message per line (like `postqueue -j`), with Postfix's field names plus,
 // per recipient, next_attempt_time (epoch seconds) and attempts. Data on stdout only.
+import type { DestinationState } from "../control/protocol.js"
 import { openQueueForReading } from "../store/open.js"
 import { listQueue, type QueueListingEntry } from "../store/queue-store.js"
 
-export const toJson = (m: QueueListingEntry) => ({
+/** What an operator reads for "why does it wait": active, dead until <time>, or not held right now. */
+const describeState = (d: DestinationState | undefined): string | undefined => {
+  if (d === undefined) return undefined
+  if (d.state === "dead") return `dead until ${new Date(d.deadUntil ?? 0).toISOString()}`
+  return "active"
+}
+
+export const toJson = (m: QueueListingEntry, states: ReadonlyMap<string, DestinationState> = new Map()) => ({
   queue_name: m.queueName,
   queue_id: m.queueId,
   arrival_time: Math.floor(m.arrivalTime / 1000),
@@ -17,10 +25,11 @@ export const toJson = (m: QueueListingEntry) => ({
     next_attempt_time: Math.floor(r.nextAttemptAt / 1000),
     attempts: r.attempts,
     ...(r.destination !== null ? { destination: r.destination } : {}),
+    ...(r.destination !== null && states.has(r.destination) ? { destination_state: describeState(states.get(r.destination)) } : {}),
   })),
 })
 
-const mailqLine = (m: QueueListingEntry): string => {
+const mailqLine = (m: QueueListingEntry, states: ReadonlyMap<string, DestinationState>): string => {
   const mark = m.queueName === "active" ? "*" : m.queueName === "hold" ? "!" : " "
   const when = new Date(m.arrivalTime).toUTCString().slice(0, 22)
   const head = `${(m.queueId + mark).padEnd(18)} ${String(m.size).padStart(8)} ${when}  ${m.sender || "MAILER-DAEMON"}`
@@ -29,14 +38,20 @@ const mailqLine = (m: QueueListingEntry): string => {
   for (const r of m.recipients) {
     if (r.delayReason !== null && !reasons.has(r.delayReason)) {
       reasons.add(r.delayReason)
-      lines.push(`(${r.delayReason})`)
+      const state = r.destination !== null ? describeState(states.get(r.destination)) : undefined
+      lines.push(`(${r.delayReason})${state !== undefined && state !== "active" ? ` [${r.destination}: ${state}]` : ""}`)
     }
     lines.push(`${" ".repeat(40)} ${r.address}`)
   }
   return lines.join("\n")
 }
 
-export const queueList = (dataDir: string, json: boolean, out: NodeJS.WritableStream = process.stdout): number => {
+export const queueList = (
+  dataDir: string,
+  json: boolean,
+  out: NodeJS.WritableStream = process.stdout,
+  states: ReadonlyMap<string, DestinationState> = new Map(),
+): number => {
   const db = openQueueForReading(dataDir)
   try {
     let n = 0
@@ -44,7 +59,7 @@ export const queueList = (dataDir: string, json: boolean, out: NodeJS.WritableSt
     for (const m of listQueue(db)) {
       n++
       rcpts += m.recipients.length
-      out.write(json ? `${JSON.stringify(toJson(m))}\n` : `${mailqLine(m)}\n\n`)
+      out.write(json ? `${JSON.stringify(toJson(m, states))}\n` : `${mailqLine(m, states)}\n\n`)
     }
     if (!json) out.write(n === 0 ? "Mail queue is empty\n" : `-- ${n} message${n === 1 ? "" : "s"}, ${rcpts} recipient${rcpts === 1 ? "" : "s"}\n`)
     return n

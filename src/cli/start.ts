@@ -29,6 +29,7 @@ export const startProgram = Effect.gen(function* () {
         startSystem({
           config: config.get,
           db: queue.db,
+          controlDir: queue.dataDir,
           clock,
           rng,
           dns,

@@ -201,6 +201,25 @@ export const deleteMessageIfDone = (db: Database.Database, messageId: number): b
   return true
 }
 
+/**
+ * Makes deferred recipients due at `now` (postern queue flush): all, or those whose last destination is
+ * `destination` (a nexthop with or without its service, e.g. `[10.0.0.5]:25` or `smtp:example.com`) or
+ * whose domain is `destination`. Returns how many were made due.
+ */
+export const flushDeferred = (db: Database.Database, now: number, destination?: string): number => {
+  if (destination === undefined) {
+    return db.prepare(`UPDATE recipients SET next_attempt_at = ? WHERE state = 'pending' AND next_attempt_at > ?`).run(now, now).changes
+  }
+  const d = destination.toLowerCase()
+  return db
+    .prepare(
+      `UPDATE recipients SET next_attempt_at = ?
+        WHERE state = 'pending' AND next_attempt_at > ?
+          AND (destination = ? OR destination LIKE ? OR lower(address) LIKE ?)`,
+    )
+    .run(now, now, d, `%:${d.replace(/[%_]/g, "")}`, `%@${d.replace(/[%_]/g, "")}`).changes
+}
+
 // ----------------------------------------------------------------------------------------------- reads
 
 /** When the earliest pending recipient comes due (epoch ms), or null when nothing is pending. */

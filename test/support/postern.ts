@@ -44,6 +44,7 @@ export async function startPostern(
   const system = await startSystem({
     config: () => config,
     db: queue.db,
+    controlDir: queue.dataDir,
     clock: Clock.system,
     rng: seededRng(42),
     dns: tableResolver(opts.dns ?? {}),

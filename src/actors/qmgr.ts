@@ -47,6 +47,9 @@ interface ActiveEntry {
   readonly byId: Map<number, QueuedRecipient>
   readonly failed: Array<Failed>
   readonly deferred: Map<number, { verdict: RecipientVerdict; destination: string; relay: string | null }>
+  /** Outcome writes the store refused (disk full, I/O): replayed first in the message's settle commit. */
+  readonly unwritten: Array<q.StoreWrite>
+  released: boolean
 }
 
 export class QueueManager {
@@ -139,6 +142,8 @@ export class QueueManager {
       byId: new Map(message.recipients.map((r) => [r.id, r])),
       failed: [],
       deferred: new Map(),
+      unwritten: [],
+      released: false,
     }
     this.active.set(message.id, entry)
     actor.subscribe({
@@ -358,9 +363,7 @@ export class QueueManager {
     // The outcomes are committed lazily: they ride with the next batch of accepted mail (or flush after
     // the lazy window), so delivery bookkeeping costs no fsync of its own under load. A crash before that
     // commit re-sends these recipients: at least once, never lost.
-    this.pendingCompletions++
-    void this.deps.committer
-      .runLazily((db) => {
+    const write: q.StoreWrite = (db) => {
         for (const a of attempts) {
           q.appendAttempt(db, {
             at: now,
@@ -378,8 +381,16 @@ export class QueueManager {
           else if (a.kind !== "bounced") q.completeRecipient(db, a.r.id)
           // bounced recipients are completed together with their report, in settle()
         }
+    }
+    this.pendingCompletions++
+    void this.deps.committer
+      .runLazily(write)
+      .catch((err: unknown) => {
+        // Never dropped: replayed by the message's settle commit, or alone if the message already left.
+        this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not record delivery outcomes; they will be written again")
+        if (entry.released) this.writeUntilCommitted(m, (db) => (write(db), q.deleteMessageIfDone(db, m.id)))
+        else entry.unwritten.push(write)
       })
-      .catch((err) => this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not record delivery outcomes; they will be retried"))
       .finally(() => this.pendingCompletions--)
     // The message actor hears at once; if this settles the message, its decision is queued after the
     // outcomes above, so both land in the same transaction, in that order.
@@ -408,9 +419,11 @@ export class QueueManager {
         this.deps.log.info({ queue_id: m.queueId, to: r.address, status: "expired", dsn: d.verdict.dsn, reply: d.verdict.reply }, `${m.queueId}: to=<${r.address}>, status=expired, returned to sender`)
       }
     }
+    const replay = [...entry.unwritten]
     this.pendingCompletions++
     void this.deps.committer
       .runLazily((db) => {
+        for (const w of replay) w(db)
         let bounce: { message: ActiveMessage } | null = null
         if (failed.length > 0) {
           const original = m.body ?? q.readBody(db, m.id)
@@ -459,6 +472,7 @@ export class QueueManager {
       })
       .then(
         () => {
+          entry.unwritten.splice(0, replay.length)
           this.pendingCompletions--
           this.release(entry, decision.kind === "deferred")
         },
@@ -492,7 +506,34 @@ export class QueueManager {
    * The message leaves the active window. Only a deferral changes the earliest due time in the store
    * (a finished message removes rows that were 'active', not 'pending'), so only then is the timer re-armed.
    */
+  /** Retries a write the store refused until it commits (the disk fills, the disk empties). */
+  private writeUntilCommitted(m: ActiveMessage, write: q.StoreWrite, delayMs = 1000): void {
+    this.pendingCompletions++
+    this.deps.clock.setTimeout(() => {
+      void this.deps.committer
+        .runLazily(write)
+        .then(
+          () => undefined,
+          (err: unknown) => {
+            this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not write delivery outcomes; retrying")
+            this.writeUntilCommitted(m, write, Math.min(delayMs * 2, 30_000))
+          },
+        )
+        .finally(() => this.pendingCompletions--)
+    }, delayMs)
+  }
+
   private release(entry: ActiveEntry, rescheduled: boolean): void {
+    entry.released = true
+    if (entry.unwritten.length > 0) {
+      // Outcomes the store refused after the settle commit had been queued: written on their own.
+      const writes = entry.unwritten.splice(0)
+      const m = entry.message
+      this.writeUntilCommitted(m, (db) => {
+        for (const w of writes) w(db)
+        q.deleteMessageIfDone(db, m.id)
+      })
+    }
     this.active.delete(entry.message.id)
     entry.actor.stop()
     this.sweepIdleDestinations()

@@ -82,6 +82,9 @@ const parseParams = (json: string): Readonly<Record<string, string | true>> => {
 
 // ---------------------------------------------------------------------------------------------- writes
 
+/** A write to run inside the group committer's transaction. */
+export type StoreWrite = (db: Database.Database) => void
+
 /** Creates the row of a message whose body is still streaming in (state 'incoming'); returns its id. */
 export const insertIncomingMessage = (db: Database.Database, queueId: string, arrivalTime: number): number =>
   Number(

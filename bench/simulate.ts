@@ -1,7 +1,7 @@
 // The simulator's speed: 100,000 messages arriving over 5 simulated days (Poisson), to a mix of
 // providers and a 300-domain long tail with greylisting, random 4xx, unknown users, a 6-hour outage
 // and a few dead domains, under Postfix's defaults; run until every message is delivered, bounced or
-// expired. Prints the wall time on stdout (not a test: a benchmark to compare across versions).
+// expired. Prints the wall and CPU time on stdout (not a test: a benchmark to compare across versions).
 //
 //   node --import tsx bench/simulate.ts [--messages 100000] [--seed 1] [--out DIR]
 // Without --out the run folder goes to a temporary directory that is removed afterwards.
@@ -53,8 +53,11 @@ const scenario = decodeScenario(
 
 const out = values.out ?? mkdtempSync(join(tmpdir(), "postern-bench-sim-"))
 const started = performance.now()
+const cpuBefore = process.cpuUsage()
 const summary = await simulate({ scenario, seed, outDir: out, progress: (line) => void process.stderr.write(`${line}\n`) })
 const seconds = (performance.now() - started) / 1000
+const cpu = process.cpuUsage(cpuBefore)
+const cpuSeconds = (cpu.user + cpu.system) / 1e6
 const s = summary.policies["postfix-defaults"]!
 if (values.out === undefined) rmSync(out, { recursive: true, force: true })
 process.stdout.write(
@@ -65,6 +68,7 @@ process.stdout.write(
     attempts: s.attempts,
     simulatedDays: Number((s.simulatedSeconds / 86400).toFixed(2)),
     wallSeconds: Number(seconds.toFixed(1)),
+    cpuSeconds: Number(cpuSeconds.toFixed(1)),
     microsecondsPerAttempt: Math.round((seconds * 1e6) / Math.max(1, s.attempts)),
     delivered: s.delivered,
     bounced: s.bounced,

@@ -11,12 +11,23 @@ import type { RngShape } from "../runtime/rng.js"
 import { GroupCommitter } from "../store/group-commit.js"
 import { makeQueueIdGenerator } from "../store/queue-id.js"
 import { recover, type RecoveryReport } from "../store/recovery.js"
-import type { ResolverShape } from "../transport/dns.js"
+import type { DnsTable, ResolverShape } from "../transport/dns.js"
+import { readBody } from "../store/queue-store.js"
+import { DeliveryPool } from "./delivery-pool.js"
 import type { Connector } from "../transport/smtp-session.js"
+import type { DeliveryOutput } from "../machines/delivery.js"
 import { DeliveryAgent, type DeliveryRequest } from "./delivery.js"
 import { QueueManager } from "./qmgr.js"
 import { Smtpd } from "./smtpd.js"
 import { startControlServer } from "../control/server.js"
+
+/** What the queue manager needs of its delivery agents, in this thread or on another core. */
+export interface DeliveryAgents {
+  deliver(request: DeliveryRequest): Promise<DeliveryOutput>
+  cancel(requestId: string, reason: string): void
+  abortAll(): void | Promise<void>
+  inFlight(): number
+}
 
 export type Restart = "permanent" | "temporary"
 export type Strategy = "one-for-one" | "one-for-all" | "rest-for-one"
@@ -46,6 +57,7 @@ export const SYSTEM: ReadonlyArray<ServiceRow> = [
   { service: "store",       parent: "root",        restart: "permanent", strategy: "one-for-all",  policy: policy(0, s(60), 0, 0),        onLimit: "exit",     note: "the one writer (group commit); a failure here exits: recovery rebuilds from the database" },
   { service: "qmgr",        parent: "root",        restart: "permanent", strategy: "rest-for-one", policy: policy(0, s(60), 0, 0),        onLimit: "exit",     note: "active window and due timer; its state is the store's, so a restart is a process restart" },
   { service: "destination", parent: "qmgr",        restart: "permanent", strategy: "one-for-one",  policy: policy(5, s(60), 100, s(5)),   onLimit: "escalate", note: "one per (service, nexthop); restarted with the initial window, queued requests kept" },
+  { service: "delivery-thread", parent: "qmgr",    restart: "permanent", strategy: "one-for-one",  policy: policy(5, s(60), 200, s(10)), onLimit: "escalate", note: "the thread running the delivery agents; on death its deliveries in flight are deferred, it is restarted" },
   { service: "delivery",    parent: "destination", restart: "temporary", strategy: "one-for-one",  policy: policy(0, s(60), 0, 0),        onLimit: "escalate", note: "one per attempt; never restarted: its recipients are deferred and retried (predecessor backs off)" },
   { service: "message",     parent: "qmgr",        restart: "temporary", strategy: "one-for-one",  policy: policy(0, s(60), 0, 0),        onLimit: "escalate", note: "one per active message; on failure its recipients return to the queue (recovery on next scan)" },
   { service: "smtpd",       parent: "root",        restart: "permanent", strategy: "one-for-one",  policy: policy(5, s(60), s(1), s(30)), onLimit: "exit",     note: "one listener per listen entry" },
@@ -71,6 +83,8 @@ export interface SystemDeps {
   readonly deliveryFault?: (request: DeliveryRequest) => void | Promise<void>
   /** How outbound sessions are opened (default: real SMTP); the simulator models destinations here. */
   readonly connector?: Connector
+  /** The DNS table behind `dns`, when it is one: the delivery thread cannot be handed functions. */
+  readonly dnsTable?: DnsTable
   /** The data folder, where the control socket for `postern queue flush|list` listens; none when absent. */
   readonly controlDir?: string
 }
@@ -79,7 +93,7 @@ export interface RunningSystem {
   readonly committer: GroupCommitter
   readonly qmgr: QueueManager
   readonly smtpd: Smtpd
-  readonly agent: DeliveryAgent
+  readonly agent: DeliveryAgents
   readonly recovery: RecoveryReport
   readonly listening: ReadonlyArray<{ host: string; port: number }>
   /** Graceful stop: no new mail, in-flight deliveries get up to `graceMs`, then everything closes. */
@@ -91,15 +105,29 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
   deps.log.info({ actor: "store", ...recovery }, "queue recovered")
   const committer = new GroupCommitter(deps.db)
   const newQueueId = makeQueueIdGenerator(deps.clock, deps.rng)
-  const agent = new DeliveryAgent({
-    config: deps.config,
-    clock: deps.clock,
-    rng: deps.rng,
-    dns: deps.dns,
-    log: deps.log,
-    ...(deps.deliveryFault !== undefined ? { faultHook: deps.deliveryFault } : {}),
-    ...(deps.connector !== undefined ? { connector: deps.connector } : {}),
-  })
+  // Delivery agents run on a second core unless told otherwise, or unless something only this thread can
+  // give them is needed (a test's fault hook, the simulator's modelled connector).
+  const inWorker = deps.config().deliveryThread === "worker" && deps.deliveryFault === undefined && deps.connector === undefined
+  const agent: DeliveryAgents = inWorker
+    ? new DeliveryPool({
+        config: deps.config,
+        clock: deps.clock,
+        log: deps.log,
+        seed: Math.floor(deps.rng.next() * 2 ** 32),
+        dnsTable: deps.dnsTable ?? null,
+        policy: row("delivery-thread").policy,
+        escalate: (err) => deps.exit(70, err),
+        bodyBytes: (r) => readBody(deps.db, r.message.id),
+      })
+    : new DeliveryAgent({
+        config: deps.config,
+        clock: deps.clock,
+        rng: deps.rng,
+        dns: deps.dns,
+        log: deps.log,
+        ...(deps.deliveryFault !== undefined ? { faultHook: deps.deliveryFault } : {}),
+        ...(deps.connector !== undefined ? { connector: deps.connector } : {}),
+      })
   const qmgr = new QueueManager({
     config: deps.config,
     db: deps.db,
@@ -118,6 +146,8 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
   committer.expectCompany = () => smtpd.sessionCount() > 1
   // Listen first: every second down is mail turned away. The due scan runs right after.
   const listening = await smtpd.listen()
+  // The delivery thread boots while the listener already takes mail; the queue starts once it can deliver.
+  if (agent instanceof DeliveryPool) await agent.ready()
   qmgr.start()
   const control =
     deps.controlDir === undefined
@@ -156,7 +186,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
       control?.close()
       const closing = smtpd.close()
       await qmgr.stop(graceMs)
-      agent.abortAll()
+      await agent.abortAll()
       committer.close()
       deps.log.warn({ actor: "store", ...committer.stats() }, "group commit totals since start")
       await Promise.race([closing, new Promise((r) => setTimeout(r, 1000))])

@@ -384,6 +384,10 @@ export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "
 
 const LogLevel = Schema.Literals(LOG_LEVELS).annotate({ expected: `one of ${LOG_LEVELS.join(", ")}` })
 
+export const DELIVERY_THREADS = ["worker", "main"] as const
+
+const DeliveryThread = Schema.Literals(DELIVERY_THREADS).annotate({ expected: `one of ${DELIVERY_THREADS.join(", ")}` })
+
 // ---------------------------------------------------------------------------------------------------------
 // Checks across keys. They are part of the schema (below) and exported so the loader can still run them
 // when some other key failed, and so report every problem at once.
@@ -474,6 +478,7 @@ export const DEFAULTS = {
   smtpDataDoneTimeout: "600s",
   smtpdTimeout: "300s",
   logLevel: "info",
+  deliveryThread: "worker",
 } as const
 
 const fields = {
@@ -501,6 +506,7 @@ const fields = {
   smtpDataDoneTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpDataDoneTimeout)),
   smtpdTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpdTimeout)),
   logLevel: LogLevel.pipe(withDefault(DEFAULTS.logLevel)),
+  deliveryThread: DeliveryThread.pipe(withDefault(DEFAULTS.deliveryThread)),
 }
 
 /** Our keys, in document order. */

@@ -57,4 +57,6 @@ export interface PosternConfig {
   /** Idle time of the SMTP session for a client (smtpd_timeout). */
   readonly smtpdTimeout: number
   readonly logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent"
+  /** Where the delivery agents run: a worker thread on the second core, or the main thread. */
+  readonly deliveryThread: "worker" | "main"
 }

@@ -1,6 +1,8 @@
 // The simulator's view of the production ManualClock: the same clock (timers fire only when time is
 // advanced, in order of due time then creation), plus a ledger of pending due times so the run can jump
-// straight to the next one instead of stepping through empty time.
+// straight to the next one instead of stepping through empty time. Delays below 1 ms count as 1 ms, as
+// Node's own setTimeout does: a timer re-armed at "now" over and over lets virtual time move on, as the
+// wall clock does, instead of spinning at one instant forever.
 import { ManualClock, type ClockShape } from "../runtime/clock.js"
 
 export class SimClock implements ClockShape {
@@ -16,12 +18,13 @@ export class SimClock implements ClockShape {
   readonly now = (): number => this.manual.now()
 
   readonly setTimeout = (fn: (...args: Array<unknown>) => void, ms: number): unknown => {
+    const delay = ms >= 1 ? ms : 1
     const handle: unknown = this.manual.setTimeout(() => {
       this.live.delete(handle)
       fn()
-    }, ms)
+    }, delay)
     this.live.add(handle)
-    this.push([this.manual.now() + Math.max(0, ms), handle])
+    this.push([this.manual.now() + delay, handle])
     return handle
   }
 

@@ -231,8 +231,9 @@ export class ModelledInternet {
     return this.after<OutboundSession | AttemptResult>(latency, new ModelledSession(host, options, now, this))
   }
 
-  /** Resolves with `value` after `ms` of virtual time. */
+  /** Resolves with `value` after `ms` of virtual time (at once when `ms` is 0: a reply with no latency). */
   after<T>(ms: number, value: T): Promise<T> {
+    if (ms <= 0) return Promise.resolve(value)
     return new Promise((resolve) => this.clock.setTimeout(() => resolve(value), ms))
   }
 

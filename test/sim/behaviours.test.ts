@@ -71,4 +71,11 @@ describe("modelled destination behaviours", () => {
     expect(r.summary.destinations["t.example"]!["peakSessions"]).toBe(1)
     expect(r.attempts.some((a) => a.reply.includes("refused to talk to me: 421 4.7.0"))).toBe(true)
   })
+
+  test("a full active window: the rest waits in the queue and is scanned in as room frees", async () => {
+    const r = await runOne({ greylist: { delay: "60s" } }, { messages: 200 }, { qmgrMessageActiveLimit: 5 })
+    expect(r.summary.delivered).toBe(200)
+    expect(r.summary.engineErrors).toBe(0)
+    expect(r.recipients.every((x) => x.attempts === 2)).toBe(true)
+  })
 })

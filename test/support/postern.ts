@@ -48,6 +48,7 @@ export async function startPostern(
     clock: Clock.system,
     rng: seededRng(42),
     dns: tableResolver(opts.dns ?? {}),
+    dnsTable: opts.dns ?? {},
     // POSTERN_TEST_LOG=debug shows Postern's own log lines while a test runs.
     log: process.env["POSTERN_TEST_LOG"] ? makeLogger(process.env["POSTERN_TEST_LOG"], 2) : silentLogger(),
     exit: opts.exit ?? ((code, reason) => {

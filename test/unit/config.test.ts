@@ -121,6 +121,7 @@ describe("defaults", () => {
       smtpDataDoneTimeout: 600_000,
       smtpdTimeout: 300_000,
       logLevel: "info",
+      deliveryThread: "worker",
     })
   })
 

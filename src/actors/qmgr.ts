@@ -232,10 +232,17 @@ export class QueueManager {
   private async scan(): Promise<void> {
     if (this.scanning || this.stopped) return
     this.scanning = true
+    let full = false
     try {
       for (;;) {
         const room = this.deps.config().qmgrMessageActiveLimit - this.active.size
-        if (room <= 0) break
+        if (room <= 0) {
+          // The window is full: due mail waits for a message to leave (release() scans again), not for a
+          // timer that would fire at once, again and again.
+          this.backlogged = true
+          full = true
+          break
+        }
         const now = this.deps.clock.now()
         const ids = q.dueMessageIds(this.deps.db, now, SCAN_BATCH).filter((id) => !this.active.has(id)).slice(0, room)
         if (ids.length === 0) {
@@ -264,7 +271,7 @@ export class QueueManager {
     } finally {
       this.scanning = false
     }
-    this.rearm()
+    if (!full) this.rearm()
   }
 
   // ------------------------------------------------------------------------------ routing, dispatch

@@ -11,8 +11,17 @@ export interface Nexthop {
   readonly mxLookup: boolean
 }
 
+/** Parsed nexthops, by text and default port: every delivery names one, and parsing validates addresses. */
+const parsedCache = new Map<string, Nexthop | undefined>()
+
 export const parseNexthop = (text: string, defaultPort = 25): Nexthop | undefined => {
+  const key = `${defaultPort} ${text}`
+  if (parsedCache.has(key)) return parsedCache.get(key)
   const parsed = parseNexthopSyntax(text)
-  if (!parsed.ok) return undefined
-  return { host: parsed.value.host.toLowerCase(), port: parsed.value.port ?? defaultPort, mxLookup: parsed.value.mx }
+  const result = parsed.ok
+    ? { host: parsed.value.host.toLowerCase(), port: parsed.value.port ?? defaultPort, mxLookup: parsed.value.mx }
+    : undefined
+  if (parsedCache.size >= 10_000) parsedCache.clear()
+  parsedCache.set(key, result)
+  return result
 }

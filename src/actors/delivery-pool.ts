@@ -9,7 +9,7 @@ import type { RestartPolicy } from "../machines/supervisor.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import type { DnsTable } from "../transport/dns.js"
-import type { DeliveryRequest } from "./delivery.js"
+import { localOutcome, type DeliveryRequest } from "./delivery.js"
 import { supervise } from "./supervisor.js"
 
 /** A delivery request as it crosses to the thread: no functions, the body as bytes. */
@@ -77,14 +77,21 @@ export class DeliveryPool {
   }
 
   deliver(request: DeliveryRequest): Promise<DeliveryOutput> {
+    const local = localOutcome(request)
+    if (local !== null) return Promise.resolve(local) // discard and error need no thread
     const worker = this.worker
     if (worker === null || this.stopping) {
       return Promise.resolve(deferAll(request, "4.3.0", "delivery agents are restarting"))
     }
+    let body: Buffer
+    try {
+      const b = request.body()
+      body = Buffer.isBuffer(b) ? b : this.deps.bodyBytes(request)
+    } catch (e) {
+      return Promise.resolve(deferAll(request, "4.3.0", `cannot read the message: ${(e as Error).message}`))
+    }
     return new Promise((resolve) => {
       this.pending.set(request.id, { request, resolve })
-      const b = request.body()
-      const body = Buffer.isBuffer(b) ? b : this.deps.bodyBytes(request)
       const { body: _drop, ...wire } = request
       worker.postMessage({ t: "deliver", request: wire, body } satisfies PoolRequest)
     })

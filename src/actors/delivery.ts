@@ -41,6 +41,23 @@ export interface DeliveryAgentDeps {
   readonly connector?: Connector
 }
 
+/** The discard and error services decide without any I/O: their outcome, or null for smtp/lmtp. */
+export const localOutcome = (request: DeliveryRequest): DeliveryOutput | null => {
+  const everyone = (v: RecipientVerdict): DeliveryOutput => ({
+    verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, v])),
+    siteFailure: false,
+    relay: null,
+  })
+  switch (request.route.serviceConfig.type) {
+    case "discard":
+      return everyone({ verdict: "sent", dsn: "2.0.0", reply: `discarded (${request.route.nexthop || "discard"})`, remote: false })
+    case "error":
+      return everyone({ verdict: "bounced", dsn: "5.0.0", reply: request.route.nexthop || "mail delivery is disabled for this destination", remote: false })
+    default:
+      return null
+  }
+}
+
 /** A bracketed IP nexthop (`[127.0.0.1]:2526`) is its own and only server: no lookup to make. */
 const literalCache = new Map<string, Target | null>()
 const literalTarget = (nexthop: string): Target | null => {
@@ -89,12 +106,8 @@ export class DeliveryAgent {
 
   /** Runs one delivery to its end. Never rejects: a failing agent defers its recipients. */
   deliver(request: DeliveryRequest): Promise<DeliveryOutput> {
-    const type = request.route.serviceConfig.type
-    if (type === "discard") return Promise.resolve(this.everyone(request, { verdict: "sent", dsn: "2.0.0", reply: `discarded (${request.route.nexthop || "discard"})`, remote: false }))
-    if (type === "error") {
-      const reason = request.route.nexthop || "mail delivery is disabled for this destination"
-      return Promise.resolve(this.everyone(request, { verdict: "bounced", dsn: "5.0.0", reply: reason, remote: false }))
-    }
+    const local = localOutcome(request)
+    if (local !== null) return Promise.resolve(local)
     return new Promise((resolve) => {
       this.requests.set(request.id, request)
       const literal = literalTarget(request.route.nexthop)

@@ -147,7 +147,11 @@ export class QueueManager {
     }
     this.active.set(message.id, entry)
     actor.subscribe({
-      complete: () => this.settle(entry, actor.getSnapshot().output!),
+      complete: () => {
+        // A stopped actor (quarantine, shutdown) completes too; only a settled one has a decision.
+        const snapshot = actor.getSnapshot()
+        if (snapshot.status === "done") this.settle(entry, snapshot.output)
+      },
       error: (err) => {
         // The message actor is temporary (system.ts): its recipients go back to the queue, due after
         // the minimal backoff, and the actor is not restarted.
@@ -277,6 +281,10 @@ export class QueueManager {
   // ------------------------------------------------------------------------------ routing, dispatch
 
   private dispatch(entry: ActiveEntry, config: PosternConfig): void {
+    if (entry.message.body === null) {
+      const damage = q.bodyDamage(this.deps.db, entry.message.id)
+      if (damage !== null) return this.quarantine(entry, damage)
+    }
     const groups = new Map<string, { route: Route; recipients: Array<QueuedRecipient> }>()
     for (const r of entry.message.recipients) {
       const route = resolveRoute(config, r.address)
@@ -513,6 +521,16 @@ export class QueueManager {
    * The message leaves the active window. Only a deferral changes the earliest due time in the store
    * (a finished message removes rows that were 'active', not 'pending'), so only then is the timer re-armed.
    */
+  /** A message whose stored body is damaged goes to the corrupt queue; nothing else is held up. */
+  private quarantine(entry: ActiveEntry, reason: string): void {
+    const m = entry.message
+    this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason }, `${m.queueId}: moved to the corrupt queue: ${reason}`)
+    this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, reason), 0)
+    entry.actor.stop()
+    entry.released = true
+    this.active.delete(m.id)
+  }
+
   /** Retries a write the store refused until it commits (the disk fills, the disk empties). */
   private writeUntilCommitted(m: ActiveMessage, write: q.StoreWrite, delayMs = 1000): void {
     this.pendingCompletions++

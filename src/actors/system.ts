@@ -8,7 +8,7 @@ import type { RestartPolicy } from "../machines/supervisor.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import type { RngShape } from "../runtime/rng.js"
-import { GroupCommitter } from "../store/group-commit.js"
+import { GroupCommitter, type GroupCommitOptions } from "../store/group-commit.js"
 import { makeQueueIdGenerator } from "../store/queue-id.js"
 import { recover, type RecoveryReport } from "../store/recovery.js"
 import type { DnsTable, ResolverShape } from "../transport/dns.js"
@@ -100,10 +100,25 @@ export interface RunningSystem {
   readonly stop: (graceMs: number) => Promise<void>
 }
 
-export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
+/** The queue engine without the SMTP server: what `postern start` and `postern simulate` both run. */
+export interface Engine {
+  readonly committer: GroupCommitter
+  readonly qmgr: QueueManager
+  readonly agent: DeliveryAgents
+  readonly newQueueId: () => string
+  readonly recovery: RecoveryReport
+}
+
+export type EngineDeps = Omit<SystemDeps, "controlDir"> & {
+  /** Group-commit timing; the simulator flushes by hand on virtual time. */
+  readonly groupCommit?: GroupCommitOptions
+}
+
+/** Recovers the queue and builds the committer, the delivery agents and the queue manager (not started). */
+export const startEngine = (deps: EngineDeps): Engine => {
   const recovery = recover(deps.db)
   deps.log.info({ actor: "store", ...recovery }, "queue recovered")
-  const committer = new GroupCommitter(deps.db)
+  const committer = new GroupCommitter(deps.db, deps.groupCommit)
   const newQueueId = makeQueueIdGenerator(deps.clock, deps.rng)
   // Delivery agents run on a second core unless told otherwise, or unless something only this thread can
   // give them is needed (a test's fault hook, the simulator's modelled connector).
@@ -140,6 +155,11 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
     destinationPolicy: row("destination").policy,
     escalate: (err) => deps.exit(70, err),
   })
+  return { committer, qmgr, agent, newQueueId, recovery }
+}
+
+export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
+  const { committer, qmgr, agent, newQueueId, recovery } = startEngine(deps)
   const smtpd = new Smtpd({ config: deps.config, committer, clock: deps.clock, log: deps.log, dns: deps.dns, newQueueId, qmgr })
   // Group commit waits for company only when another client is connected: a lone client gets its commit
   // on the next turn, a crowd shares fsyncs.

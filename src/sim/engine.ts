@@ -5,15 +5,10 @@
 // until quiet, then jump to the next timer or arrival. Same inputs, same seed: the same run, every time.
 import Database from "better-sqlite3"
 import { pino } from "pino"
-import { DeliveryAgent } from "../actors/delivery.js"
-import { QueueManager } from "../actors/qmgr.js"
-import { row } from "../actors/system.js"
+import { startEngine } from "../actors/system.js"
 import type { Logger } from "../runtime/log.js"
-import { GroupCommitter } from "../store/group-commit.js"
 import { openQueueInMemory } from "../store/open.js"
-import { makeQueueIdGenerator } from "../store/queue-id.js"
 import { BODY_CHUNK_BYTES, commitMessage } from "../store/queue-store.js"
-import { recover } from "../store/recovery.js"
 import { migrate } from "../store/schema.js"
 import type { NewMessage } from "../store/types.js"
 import { SimClock } from "./clock.js"
@@ -106,31 +101,20 @@ export const runPolicy = async (input: PolicyRunInput): Promise<PolicyRun> => {
   const start = scenario.start
   const clock = new SimClock(start)
   const db = openDatabase(input.dbFile)
-  recover(db)
   const errors: Array<string> = []
   const log = errorCollector(errors)
-  const committer = new GroupCommitter(db, { windowMs: NO_TIMER, lazyWindowMs: NO_TIMER, maxBatch: 1_000_000 })
-  const newQueueId = makeQueueIdGenerator(clock, stream(seed, "engine/queue-ids"))
   const net = new ModelledInternet(input.destinations, seed, clock)
-  const agent = new DeliveryAgent({
+  // The same engine `postern start` runs; only time, chance, DNS and the far ends are modelled.
+  const { committer, qmgr, newQueueId, agent } = startEngine({
     config: () => config,
+    db,
     clock,
-    rng: stream(seed, "engine/delivery"),
+    rng: stream(seed, "engine/queue-ids"),
     dns: net.dns,
     log,
     connector: net.connector,
-  })
-  const qmgr = new QueueManager({
-    config: () => config,
-    db,
-    committer,
-    clock,
-    log,
-    newQueueId,
-    deliver: (r) => agent.deliver(r),
-    cancel: (id, reason) => agent.cancel(id, reason),
-    destinationPolicy: row("destination").policy,
-    escalate: (err) => void errors.push(`escalated to the root: ${String(err)}`),
+    groupCommit: { windowMs: NO_TIMER, lazyWindowMs: NO_TIMER, maxBatch: 1_000_000 },
+    exit: (_code, err) => void errors.push(`escalated to the root: ${String(err)}`),
   })
   qmgr.start()
 

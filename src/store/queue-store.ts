@@ -274,6 +274,24 @@ export const loadDueMessage = (db: Database.Database, messageId: number, now: nu
   }
 }
 
+/** Why a message's stored body cannot be trusted (chunks missing, sizes wrong), or null when it is whole. */
+export const bodyDamage = (db: Database.Database, messageId: number): string | null => {
+  const s = stmts(db)
+  const m = s.messageById.get(messageId) as MessageRow | undefined
+  if (m === undefined) return `message ${messageId} is not in the queue`
+  const { n, bytes } = s.chunkCount.get(messageId) as { n: number; bytes: number }
+  return n !== m.bodyChunks || bytes !== m.size ? `body of ${m.queueId} is damaged: ${n}/${m.bodyChunks} chunks, ${bytes}/${m.size} bytes` : null
+}
+
+/**
+ * Sets a message aside (Postfix's corrupt queue): it is never scheduled again and shows in queue list as
+ * `corrupt`, so an operator can look at it; the rest of the queue runs on.
+ */
+export const quarantineMessage = (db: Database.Database, messageId: number, reason: string): void => {
+  db.prepare(`UPDATE messages SET state = 'corrupt' WHERE id = ?`).run(messageId)
+  db.prepare(`UPDATE recipients SET state = 'corrupt', last_reply = ?, lease_until = NULL WHERE message_id = ?`).run(reason, messageId)
+}
+
 /** The body of a message, chunk by chunk, in order. Throws when chunks are missing (a corrupt row). */
 export function* readBodyChunks(db: Database.Database, messageId: number): Generator<Buffer> {
   const s = stmts(db)

@@ -96,3 +96,39 @@ describe("scheduling", () => {
     ])
   })
 })
+
+describe("a damaged message", () => {
+  test("a message whose stored body is damaged goes to the corrupt queue; the rest of the queue runs on", async () => {
+    const { openQueueForWriting } = await import("../../src/store/open.js")
+    const { commitMessage, BODY_CHUNK_BYTES } = await import("../../src/store/queue-store.js")
+    const { queueList } = await import("../../src/cli/queue-list.js")
+    const dataDir = tempDir()
+    const q = openQueueForWriting(dataDir)
+    const big = Buffer.alloc(BODY_CHUNK_BYTES * 2 + 10, 0x61)
+    const chunks = [big.subarray(0, BODY_CHUNK_BYTES), big.subarray(BODY_CHUNK_BYTES, 2 * BODY_CHUNK_BYTES), big.subarray(2 * BODY_CHUNK_BYTES)]
+    const damaged = commitMessage(
+      q.db,
+      { queueId: "DAMAGED1", arrivalTime: Date.now(), sender: "s@s.test", mailParams: {}, client: { address: "127.0.0.1", helo: "x", hostname: "" }, recipients: [{ address: "x@d.test", params: {} }], size: big.length },
+      chunks,
+      0,
+      null,
+      false,
+      0,
+    )
+    q.db.prepare("DELETE FROM bodies WHERE message_id = ? AND seq = 1").run(damaged.messageId)
+    q.close()
+    const receiver = await receiverWith()
+    const postern = await posternWith({ transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` } }, { dataDir })
+    expect((await inject(postern.port, { from: "s@s.test", to: ["ok@d.test"], body: makeMessage({ from: "s@s.test", to: "ok@d.test" }) })).ok).toBe(true)
+    await receiver.waitForMessages(1)
+    await waitFor("the damaged message set aside", () => (postern.queue.db.prepare("SELECT state FROM messages WHERE queue_id = 'DAMAGED1'").get() as { state: string }).state === "corrupt")
+    await waitFor("the good message to leave the queue", () => (postern.queue.db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n === 1)
+    let out = ""
+    queueList(dataDir, true, { write: (s: string) => ((out += s), true) } as unknown as NodeJS.WritableStream)
+    const listed = out.trim().split("\n").map((l) => JSON.parse(l) as { queue_name: string; queue_id: string; recipients: Array<{ delay_reason?: string }> })
+    expect(listed).toHaveLength(1)
+    expect(listed[0]).toMatchObject({ queue_name: "corrupt", queue_id: "DAMAGED1" })
+    expect(listed[0]!.recipients[0]!.delay_reason).toMatch(/damaged: 2\/3 chunks/)
+    expect(receiver.messages.map((m) => m.to[0])).toEqual(["ok@d.test"])
+  })
+})

@@ -1,0 +1,366 @@
+// Soak test: steady load for N minutes against one Postern child (the built CLI), with faults mixed in:
+// a flaky destination (451 to ~30% of RCPTs), a destination that hangs after connect for 40 s out of
+// every 60 s, and every few seconds a client that disconnects mid-DATA. Every second it times a tiny
+// SMTP connect→220 round trip (Postern's responsiveness: its event loop must run to greet); every 5 s it
+// writes a CSV row with Postern's RSS (/proc/PID/status VmRSS), CPU, the probes and the queue size
+// (a read-only look at queue.db). At the end the load stops, every destination heals, and the driver
+// waits (bounded) until every acknowledged message is delivered. It prints a verdict and exits 1 when one
+// of its three parts fails: memory flat, no loss (nor duplicates, nor phantoms), latency bounded.
+//
+//   npm run soak -- --minutes N [--out ./soak-out] [--clients 4] [--pause-ms 40] [--seed 1]
+//
+// See docs/chaos-and-soak.md for the thresholds and why they are what they are.
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { startBadServer, type BadServer } from "../support/bad-server.js"
+import { freePort } from "../support/child.js"
+import { makeMessage } from "../support/inject.js"
+import { startReceiver, type Receiver } from "../support/receiver.js"
+import { checkKnown, numberArg, parseArgs, sleep, waitUntil } from "./lib/args.js"
+import { grepLogs, severeLines } from "./lib/evidence.js"
+import { Ledger, badServerSink, receiverSink } from "./lib/ledger.js"
+import { FROM, Load } from "./lib/load.js"
+import { chaosConfig, killStartedPosterns, startPostern, writeConfigFile, type Incarnation } from "./lib/postern.js"
+import { queueCounts, queueRows } from "./lib/queue-db.js"
+import { between, mulberry32, unitHash } from "./lib/rng.js"
+import { abortMidData, probeGreeting } from "./lib/smtp-raw.js"
+
+const args = parseArgs(process.argv.slice(2))
+checkKnown(args, ["minutes", "out", "clients", "pause-ms", "seed", "drain-s", "rss-slope-mib-per-min", "p99-ms", "max-ms", "keep"])
+const MINUTES = numberArg(args, "minutes", 5)
+const OUT = resolve(args.get("out") ?? "./soak-out")
+const CLIENTS = numberArg(args, "clients", 4)
+const PAUSE_MS = numberArg(args, "pause-ms", 40)
+const SEED = numberArg(args, "seed", 1)
+const DRAIN_S = numberArg(args, "drain-s", 120)
+/** memory is flat when the robust RSS slope over the second half of the load is at most this */
+const RSS_SLOPE_LIMIT = numberArg(args, "rss-slope-mib-per-min", 1)
+/** latency is bounded when the 99th percentile of the connect→220 probes is at most this, and... */
+const P99_LIMIT_MS = numberArg(args, "p99-ms", 250)
+/** ...no probe took longer than this (a failed or timed-out probe counts as too long) */
+const MAX_LIMIT_MS = numberArg(args, "max-ms", 2000)
+const KEEP = args.get("keep") === "true"
+const FLAKY_RATE = 0.3
+const SAMPLE_MS = 5_000
+const PROBE_MS = 1_000
+/** the hanging destination hangs for HANG_MS, then works for OK_MS, and again */
+const HANG_MS = 40_000
+const OK_MS = 20_000
+
+const t0 = Date.now()
+const say = (s: string): void => void process.stderr.write(`[soak ${((Date.now() - t0) / 1000).toFixed(0)}s] ${s}\n`)
+
+const stamp = new Date().toISOString().replace(/[:.]/g, "-")
+mkdirSync(OUT, { recursive: true })
+const csvFile = join(OUT, `soak-${stamp}.csv`)
+const runDir = mkdtempSync(join(tmpdir(), "postern-soak-"))
+const dataDir = join(runDir, "data")
+
+const readProc = (pid: number): { rssKb: number | null; cpuTicks: number | null } => {
+  let rssKb: number | null = null
+  let cpuTicks: number | null = null
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))
+    if (m !== null) rssKb = Number(m[1])
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    cpuTicks = Number(f[11]) + Number(f[12]) // utime + stime, clock ticks (USER_HZ = 100)
+  } catch {
+    /* gone */
+  }
+  return { rssKb, cpuTicks }
+}
+
+/** Theil–Sen estimator: the median of the slopes of all pairs; robust to the GC sawtooth. */
+const theilSen = (pts: ReadonlyArray<readonly [number, number]>): number => {
+  const slopes: Array<number> = []
+  for (let i = 0; i < pts.length; i++)
+    for (let j = i + 1; j < pts.length; j++) {
+      const dx = pts[j]![0] - pts[i]![0]
+      if (dx > 0) slopes.push((pts[j]![1] - pts[i]![1]) / dx)
+    }
+  slopes.sort((a, b) => a - b)
+  return slopes.length === 0 ? 0 : slopes[Math.floor(slopes.length / 2)]!
+}
+
+const quantile = (xs: ReadonlyArray<number>, q: number): number => {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!
+}
+
+let ok: Receiver | undefined
+let flaky: Receiver | undefined
+let hang: BadServer | undefined
+let child: Incarnation | undefined
+
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    say(`${sig}: stopping (CSV so far: ${csvFile}; run folder kept: ${runDir})`)
+    killStartedPosterns()
+    process.exit(130)
+  })
+}
+
+const main = async (): Promise<number> => {
+  const loadMs = MINUTES * 60_000
+  say(`${MINUTES} min of load, ${CLIENTS} clients; CSV ${csvFile}; run folder ${runDir}`)
+  ok = await startReceiver()
+  flaky = await startReceiver({
+    rcpt: (address, attempt) =>
+      unitHash(SEED, "flaky", address.toLowerCase(), attempt) < FLAKY_RATE ? { code: 451, message: "4.7.1 flaky: try again later" } : undefined,
+  })
+  hang = await startBadServer("hangAfterConnect")
+  const hangSrv = hang
+  const ledger = new Ledger([receiverSink("ok", ok), receiverSink("flaky", flaky), badServerSink("hang", hang)])
+  const port = await freePort()
+  const configFile = writeConfigFile(join(runDir, "postern.yaml"), chaosConfig(dataDir, port, { ok: ok.port, flaky: flaky.port, hang: hang.port }))
+  child = await startPostern({ configFile, logFile: join(runDir, "postern.log"), n: 0 })
+  const pid = child.pid
+  let died = null as string | null
+  void child.exited.then((r) => {
+    if (!child!.signalled()) {
+      died = `Postern (pid ${pid}) exited by itself: code ${r.code}, signal ${r.signal}; stderr: ${child!.stderr().slice(-2000)}`
+      say(died)
+    }
+  })
+
+  const load = new Load({ seed: SEED, clients: CLIENTS, pauseMs: PAUSE_MS, prefix: "k", mix: { ok: 0.6, flaky: 0.45, hang: 0.3 }, port: () => port })
+  load.start()
+  const loadStart = Date.now()
+  const loading = (): boolean => Date.now() - loadStart < loadMs && died === null
+
+  // ---- the hanging destination: hangs 40 s, works 20 s, ...
+  let hangMode: "hangAfterConnect" | "ok" = "hangAfterConnect"
+  const hangCycle = (async () => {
+    while (loading()) {
+      await sleep(100)
+      const phase = (Date.now() - loadStart) % (HANG_MS + OK_MS)
+      const want = phase < HANG_MS ? "hangAfterConnect" : "ok"
+      if (want !== hangMode) {
+        hangMode = want
+        await hangSrv.setMode(want)
+      }
+    }
+  })()
+
+  // ---- clients that disconnect mid-DATA
+  const rng = mulberry32(SEED)
+  const aborted = new Set<string>()
+  const abortOutcomes = new Map<string, number>()
+  const aborter = (async () => {
+    for (let n = 0; loading(); n++) {
+      await sleep(between(rng, 2_000, 6_000))
+      if (!loading()) break
+      const id = `abort${n}`
+      const to = `${id}@ok.test`
+      const body = makeMessage({ from: FROM, to, subject: `aborted ${id}`, headers: { "X-Test-Id": id }, bytes: 8_000 })
+      const r = await abortMidData(port, FROM, to, body.slice(0, 1_000 + Math.floor(rng() * 6_000)))
+      abortOutcomes.set(r, (abortOutcomes.get(r) ?? 0) + 1)
+      if (r === "aborted") aborted.add(to)
+    }
+  })()
+
+  // ---- responsiveness probes, every second
+  const probes: Array<number> = []
+  let windowProbes: Array<number> = []
+  let probeFailures = 0
+  let windowFailures = 0
+  const prober = (async () => {
+    while (loading()) {
+      const started = Date.now()
+      const ms = await probeGreeting(port, 5_000)
+      if (ms === null) {
+        probeFailures++
+        windowFailures++
+      } else {
+        probes.push(ms)
+        windowProbes.push(ms)
+      }
+      await sleep(Math.max(0, PROBE_MS - (Date.now() - started)))
+    }
+  })()
+
+  // ---- samples, every 5 s
+  writeFileSync(
+    csvFile,
+    "t_s,rss_kb,cpu_pct,probe_p50_ms,probe_max_ms,probe_failures,queue_messages,queue_recipients,acked_msgs,acked_rcpts,delivered_copies,inject_failed,aborted_mid_data,hang_mode\n",
+  )
+  const rss: Array<readonly [number, number]> = []
+  let lastCpu = readProc(pid).cpuTicks ?? 0
+  let lastT = Date.now()
+  let maxQueue = 0
+  const sampleOnce = (): void => {
+    ledger.collect()
+    const now = Date.now()
+    const p = readProc(pid)
+    const cpuPct = p.cpuTicks !== null ? ((p.cpuTicks - lastCpu) * 10 * 100) / (now - lastT) : NaN
+    if (p.cpuTicks !== null) lastCpu = p.cpuTicks
+    lastT = now
+    let q = { messages: -1, recipients: -1, queuedRecipients: -1 }
+    try {
+      q = queueCounts(dataDir)
+    } catch {
+      /* leave -1: unreadable this time */
+    }
+    maxQueue = Math.max(maxQueue, q.recipients)
+    const t = (now - loadStart) / 1000
+    if (p.rssKb !== null) rss.push([t, p.rssKb])
+    const row = [
+      t.toFixed(1),
+      p.rssKb ?? "",
+      cpuPct.toFixed(0),
+      windowProbes.length > 0 ? quantile(windowProbes, 0.5).toFixed(2) : "",
+      windowProbes.length > 0 ? Math.max(...windowProbes).toFixed(2) : "",
+      windowFailures,
+      q.messages,
+      q.recipients,
+      load.acked.size,
+      load.ackedAddresses.size,
+      ledger.total,
+      load.failed.size,
+      aborted.size,
+      hangMode,
+    ]
+    appendFileSync(csvFile, `${row.join(",")}\n`)
+    windowProbes = []
+    windowFailures = 0
+  }
+  let nextReport = 60
+  while (loading()) {
+    await sleep(Math.min(SAMPLE_MS, Math.max(0, loadMs - (Date.now() - loadStart))))
+    sampleOnce()
+    const t = (Date.now() - loadStart) / 1000
+    if (t >= nextReport) {
+      nextReport += 60
+      const last = rss[rss.length - 1]
+      say(
+        `${(t / 60).toFixed(0)} min: RSS ${last !== undefined ? (last[1] / 1024).toFixed(0) : "?"} MiB, acked ${load.acked.size} msgs, ` +
+          `delivered ${ledger.total} copies, probe p99 ${quantile(probes, 0.99).toFixed(1)} ms, queue max ${maxQueue} rcpts`,
+      )
+    }
+  }
+
+  // ---- the end: stop the load, heal everything, drain
+  await Promise.all([load.stop(), hangCycle, aborter, prober])
+  hangMode = "ok"
+  await hangSrv.setMode("ok")
+  const loadS = (Date.now() - loadStart) / 1000
+  say(`load stopped after ${loadS.toFixed(0)} s: attempted ${load.attempted}, acknowledged ${load.acked.size}, failed ${load.failed.size}; draining (at most ${DRAIN_S} s)`)
+  let missing: Array<string> = []
+  let counts = { messages: 0, recipients: 0, queuedRecipients: 0 }
+  const drainStart = Date.now()
+  const drained =
+    died === null &&
+    (await waitUntil(
+      () => {
+        ledger.collect()
+        missing = [...load.ackedAddresses.keys()].filter((a) => !ledger.has(a))
+        try {
+          counts = queueCounts(dataDir)
+        } catch {
+          return false
+        }
+        return missing.length === 0 && counts.recipients === 0
+      },
+      DRAIN_S * 1000,
+      500,
+    ))
+  const drainS = (Date.now() - drainStart) / 1000
+  await sleep(2_500) // longer than maximalBackoffTime: a late second copy would show now
+  sampleOnce()
+  missing = [...load.ackedAddresses.keys()].filter((a) => !ledger.has(a))
+  try {
+    counts = queueCounts(dataDir)
+  } catch {
+    /* keep the last */
+  }
+  const stuckRows = counts.recipients > 0 ? queueRows(dataDir) : []
+  let stopNote = ""
+  if (died === null) {
+    const s = await child.stop(15_000)
+    if (s.timedOut || s.code !== 0) stopNote = `SIGTERM: exit ${s.code}${s.timedOut ? " after timing out (SIGKILLed)" : ""}`
+  }
+
+  // ---- the verdict
+  // memory: the robust slope of RSS over the second half of the load (the first half is warm-up: V8's
+  // heap, SQLite's page cache and the connection caches grow to their working size)
+  const half = loadS / 2
+  const secondHalf = rss.filter(([t]) => t >= half && t <= loadS + 0.5)
+  const slopeMiBPerMin = (theilSen(secondHalf) * 60) / 1024
+  const rssFirst = secondHalf[0]?.[1] ?? NaN
+  const rssLast = secondHalf[secondHalf.length - 1]?.[1] ?? NaN
+  const rssMax = Math.max(...rss.map(([, r]) => r))
+  const memoryOk = secondHalf.length >= 6 && slopeMiBPerMin <= RSS_SLOPE_LIMIT
+
+  const dups = ledger.duplicates()
+  const extraCopies = dups.reduce((s, [, n]) => s + n - 1, 0)
+  const phantoms = [...aborted].filter((a) => ledger.has(a))
+  const lostMessages = [...load.acked.values()].filter((m) => m.recipients.some((a) => !ledger.has(a)))
+  const lossOk =
+    died === null && drained && lostMessages.length === 0 && counts.recipients === 0 && extraCopies === 0 && phantoms.length === 0 && ledger.mismatches.length === 0 && ledger.unknown === 0
+
+  const p50 = quantile(probes, 0.5)
+  const p99 = quantile(probes, 0.99)
+  const pmax = probes.length > 0 ? Math.max(...probes) : NaN
+  const latencyOk = probes.length > 0 && p99 <= P99_LIMIT_MS && pmax <= MAX_LIMIT_MS && probeFailures === 0
+
+  const severe = severeLines(runDir)
+  const pass = memoryOk && lossOk && latencyOk && stopNote === ""
+  const rate = load.acked.size / loadS
+  process.stdout.write(
+    [
+      `soak: ${(loadS / 60).toFixed(1)} min, ${load.acked.size} messages acknowledged (${rate.toFixed(1)}/s, ${load.ackedAddresses.size} recipients), ` +
+        `${load.failed.size} injections failed, ${aborted.size} clients cut mid-DATA (${[...abortOutcomes].map(([k, v]) => `${k}: ${v}`).join(", ")}), queue peak ${maxQueue} recipients; CSV ${csvFile}`,
+      `  memory  ${memoryOk ? "FLAT   " : "GROWING"} RSS slope over the second half ${slopeMiBPerMin.toFixed(2)} MiB/min (limit ${RSS_SLOPE_LIMIT}); ` +
+        `${(rssFirst / 1024).toFixed(0)} → ${(rssLast / 1024).toFixed(0)} MiB over it, peak ${(rssMax / 1024).toFixed(0)} MiB, ${secondHalf.length} samples`,
+      `  loss    ${lossOk ? "NONE   " : "FAILED "} lost ${lostMessages.length} messages (${missing.length} recipients), stuck ${counts.recipients}, duplicates ${extraCopies}, ` +
+        `delivered after a mid-DATA disconnect ${phantoms.length}, mis-addressed ${ledger.mismatches.length}, unknown ${ledger.unknown}; ` +
+        `${drained ? `drained in ${drainS.toFixed(1)} s` : `NOT drained after ${drainS.toFixed(0)} s`}${died !== null ? `; ${died.slice(0, 300)}` : ""}`,
+      `  latency ${latencyOk ? "BOUNDED" : "HIGH   "} connect→220 p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms (limit ${P99_LIMIT_MS}), max ${pmax.toFixed(1)} ms (limit ${MAX_LIMIT_MS}), ` +
+        `${probes.length} probes, ${probeFailures} failed`,
+      `  log lines at error ${severe.errors}, fatal ${severe.fatals}${stopNote !== "" ? `; ${stopNote}` : ""}`,
+      `soak: ${pass ? "PASS" : "FAIL"}`,
+    ].join("\n") + "\n",
+  )
+  if (!pass) {
+    const evidence = join(OUT, `soak-${stamp}-evidence.json`)
+    const qids = lostMessages.slice(0, 50).map((m) => m.queueId).filter((q): q is string => q !== undefined)
+    writeFileSync(
+      evidence,
+      `${JSON.stringify(
+        {
+          missing: missing.slice(0, 200),
+          lost_queue_ids: qids,
+          lost_log_lines: grepLogs(runDir, [...qids, ...missing.slice(0, 50)]),
+          duplicates: dups.slice(0, 100),
+          duplicate_log_lines: grepLogs(runDir, dups.slice(0, 20).map(([a]) => a)),
+          phantoms,
+          stuck: stuckRows,
+          severe_log_lines: severe.sample,
+          died,
+        },
+        null,
+        2,
+      )}\n`,
+    )
+    say(`evidence in ${evidence}; Postern's log and data folder kept in ${runDir}`)
+  } else if (KEEP) say(`run folder kept: ${runDir}`)
+  else rmSync(runDir, { recursive: true, force: true })
+  return pass ? 0 : 1
+}
+
+main().then(
+  async (code) => {
+    killStartedPosterns()
+    await Promise.allSettled([ok?.close(), flaky?.close(), hang?.close()])
+    process.exit(code)
+  },
+  async (e: unknown) => {
+    say(`harness error: ${(e as Error).stack ?? String(e)}; run folder kept: ${runDir}`)
+    killStartedPosterns()
+    await Promise.allSettled([ok?.close(), flaky?.close(), hang?.close()])
+    process.exit(2)
+  },
+)

@@ -153,8 +153,7 @@ export class Smtpd {
   private closeSession(session: SMTPServerSession): void {
     const actor = this.sessions.get(session.id)
     if (actor === undefined) return
-    actor.send({ type: "smtp.close" })
-    actor.stop()
+    actor.stop() // the connection is gone: the actor ends with it (no event needed to say so)
     this.sessions.delete(session.id)
   }
 
@@ -164,8 +163,6 @@ export class Smtpd {
       this.openSession(session)
       actor = this.sessions.get(session.id)!
     }
-    const helo = session.hostNameAppearsAs ?? ""
-    if (helo !== "" && actor.getSnapshot().context.helo !== helo) actor.send({ type: "smtp.helo", name: helo })
     return actor
   }
 
@@ -173,7 +170,9 @@ export class Smtpd {
     const params = paramsOf(address.args)
     const unknown = Object.keys(params).find((k) => !MAIL_PARAMS.has(k))
     if (unknown !== undefined) return cb(SmtpReply.of("UNSUPPORTED_OPTION", unknown))
-    this.actorOf(session).send({ type: "smtp.mail", sender: address.address, params: params as MailParams })
+    // The HELO/EHLO name rides with MAIL: one event less per session on the hot path.
+    const helo = session.hostNameAppearsAs ?? ""
+    this.actorOf(session).send({ type: "smtp.mail", sender: address.address, params: params as MailParams, ...(helo !== "" ? { helo } : {}) })
     cb()
   }
 

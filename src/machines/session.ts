@@ -31,7 +31,8 @@ export interface SessionContext {
 
 export type SessionEvent =
   | { type: "smtp.helo"; name: string }
-  | { type: "smtp.mail"; sender: string; params: MailParams }
+  /** `helo` lets the host pass the client's HELO/EHLO name with its first MAIL instead of a separate event. */
+  | { type: "smtp.mail"; sender: string; params: MailParams; helo?: string }
   | { type: "smtp.rcpt.accepted"; address: string; params: RcptParams }
   | { type: "smtp.rcpt.rejected"; address: string }
   | { type: "smtp.data.start" }
@@ -55,6 +56,7 @@ export const sessionMachine = setup({
     startTransaction: assign({
       envelope: ({ event }) =>
         event.type === "smtp.mail" ? { sender: event.sender, mailParams: event.params, recipients: [] } : null,
+      helo: ({ context, event }) => (event.type === "smtp.mail" && event.helo !== undefined ? event.helo : context.helo),
     }),
     addRecipient: assign({
       envelope: ({ context, event }) =>

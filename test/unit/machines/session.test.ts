@@ -188,3 +188,14 @@ describe("session machine", () => {
     expect(b.snap().context).toEqual(a.snap().context)
   })
 })
+
+describe("the HELO name riding with MAIL", () => {
+  it("a first MAIL straight from connected records the HELO name it carries", () => {
+    const s = start()
+    s.send({ type: "smtp.mail", sender: "alice@example.org", params: {}, helo: "client.example.org" })
+    expect(s.snap().value).toBe("awaitingRcpt")
+    expect(s.snap().context.helo).toBe("client.example.org")
+    s.send({ type: "smtp.mail", sender: "bob@example.org", params: {} })
+    expect(s.snap().context.helo).toBe("client.example.org")
+  })
+})

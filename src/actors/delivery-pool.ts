@@ -153,7 +153,7 @@ export class DeliveryPool {
       this.worker = null
       const lost = [...this.pending.values()]
       this.pending.clear()
-      for (const p of lost) p.resolve(deferAll(p.request, "4.3.0", "delivery agent failure"))
+      for (const p of lost) p.resolve({ ...deferAll(p.request, "4.3.0", "delivery agent failure"), siteFailure: true })
       if (!this.stopping) fail(error, { queue_ids: lost.map((p) => p.request.message.queueId) })
     }
     worker.on("error", died)

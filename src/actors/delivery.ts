@@ -152,7 +152,9 @@ export class DeliveryAgent {
           )
           this.sessions.get(request.id)?.close()
           this.sessions.delete(request.id)
-          finish(this.everyone(request, { verdict: "deferred", dsn: "4.3.0", reply: "delivery agent failure", remote: false }))
+          // Counted against the destination (negative feedback): a destination whose delivery actors keep
+          // dying goes dead and its mail is deferred without new attempts, instead of failing again and again.
+          finish({ ...this.everyone(request, { verdict: "deferred", dsn: "4.3.0", reply: "delivery agent failure", remote: false }), siteFailure: true })
         },
       })
       this.running.add(actor)

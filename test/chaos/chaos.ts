@@ -65,8 +65,10 @@ interface KillRecord {
 
 const anomalies: Array<string> = []
 const kills: Array<KillRecord> = []
-/** address → how many kills it was at risk in */
+/** address → how many kills it was at risk in (each with a new copy since the previous one) */
 const atRiskCount = new Map<string, number>()
+/** address → its number of copies when it was last counted at risk */
+const riskCopies = new Map<string, number>()
 const runDir = mkdtempSync(join(tmpdir(), `postern-chaos-s${SEED}-`))
 const dataDir = join(runDir, "data")
 let finished = false
@@ -200,10 +202,14 @@ const main = async (): Promise<number> => {
     await sleep(down)
     // Nothing runs Postern now: whatever the receivers hold came from the dead incarnations.
     led.collect()
+    // At risk: durable in the queue (not recorded as sent) and already received; counted again at a
+    // later kill only if a new copy arrived since (else it is the same pending second copy).
     let atRisk = 0
     for (const a of queuedAtKill) {
-      if (led.has(a)) {
+      const copies = led.copies.get(a) ?? 0
+      if (copies > (riskCopies.get(a) ?? 0)) {
         atRisk++
+        riskCopies.set(a, copies)
         atRiskCount.set(a, (atRiskCount.get(a) ?? 0) + 1)
       }
     }

@@ -158,3 +158,31 @@ describe("leases", () => {
     expect(log[0]!.reply).toMatch(/did not finish within its lease/)
   })
 })
+
+describe("a destination whose deliveries keep failing", () => {
+  test("goes dead: its queued mail is deferred without new attempts (predecessor backs off)", async () => {
+    receiver = await startReceiver()
+    let calls = 0
+    postern = await startPostern(
+      { transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` }, minimalBackoffTime: "10m", maximalBackoffTime: "10m" },
+      {
+        deliveryFault: () => {
+          calls++
+          throw new Error("injected: the delivery agent dies every time")
+        },
+      },
+    )
+    const p = postern
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => inject(p.port, { from: "a@s.test", to: [`r${i}@d.test`], body: makeMessage({ from: "a@s.test", to: `r${i}@d.test` }) })),
+    )
+    expect(results.every((r) => r.ok)).toBe(true)
+    await waitFor("10 deferred recipients", () => (p.queue.db.prepare("SELECT count(*) AS n FROM recipients WHERE state = 'pending' AND attempts > 0").get() as { n: number }).n === 10)
+    const key = `smtp:[127.0.0.1]:${receiver.port}`
+    expect(p.system.qmgr.destinationStates().find((d) => d.key === key)?.state).toBe("dead")
+    expect(calls).toBeLessThan(10) // the dead destination took no more attempts
+    const replies = (p.queue.db.prepare("SELECT reply FROM attempts").all() as Array<{ reply: string }>).map((r) => r.reply)
+    expect(replies.some((r) => r.startsWith("delivery temporarily suspended"))).toBe(true)
+    expect(receiver.messages).toHaveLength(0)
+  })
+})

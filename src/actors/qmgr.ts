@@ -11,6 +11,7 @@ import { parseFeedback } from "../machines/feedback.js"
 import { messageMachine, type MessageDecision } from "../machines/message.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
 import type { ClockShape } from "../runtime/clock.js"
+import type { RngShape } from "../runtime/rng.js"
 import type { Logger } from "../runtime/log.js"
 import type { GroupCommitter } from "../store/group-commit.js"
 import * as q from "../store/queue-store.js"
@@ -27,6 +28,8 @@ export interface QmgrDeps {
   readonly db: Database.Database
   readonly committer: GroupCommitter
   readonly clock: ClockShape
+  /** Seeded chance: the retry jitter. */
+  readonly rng: RngShape
   readonly log: Logger
   readonly newQueueId: () => string
   readonly deliver: (request: DeliveryRequest) => Promise<DeliveryOutput>
@@ -131,6 +134,7 @@ export class QueueManager {
         policy: {
           minimalBackoffTime: config.minimalBackoffTime,
           maximalBackoffTime: config.maximalBackoffTime,
+          backoffJitter: config.backoffJitter,
           maximalQueueLifetime: config.maximalQueueLifetime,
           bounceQueueLifetime: config.bounceQueueLifetime,
         },
@@ -411,7 +415,7 @@ export class QueueManager {
     // outcomes above, so both land in the same transaction, in that order.
     for (const a of attempts) {
       const type = a.kind === "sent" ? "recipient.sent" : a.kind === "bounced" ? "recipient.bounced" : "recipient.deferred"
-      entry.actor.send({ type, recipientId: a.r.id, now })
+      entry.actor.send({ type, recipientId: a.r.id, now, draw: this.deps.rng.next() })
     }
   }
 

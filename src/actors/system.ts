@@ -148,6 +148,7 @@ export const startEngine = (deps: EngineDeps): Engine => {
     db: deps.db,
     committer,
     clock: deps.clock,
+    rng: deps.rng,
     log: deps.log,
     newQueueId,
     deliver: (r) => agent.deliver(r),

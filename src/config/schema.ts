@@ -210,6 +210,11 @@ function count(minimum: number) {
   )
 }
 
+/** A fraction in [0, 1): the spread of the retry jitter. */
+const Fraction = Schema.Number.annotate({ expected: "a number from 0 up to (not including) 1" }).check(
+  Schema.makeFilter((n: number) => (n >= 0 && n < 1 ? undefined : `expected a number from 0 up to (not including) 1, got ${showValue(n)}`)),
+)
+
 /** A duration that must be more than zero (timeouts, backoff times). */
 const PositiveDuration = PostfixDuration.check(
   Schema.makeFilter((ms: number) => (ms > 0 ? undefined : `expected a duration greater than 0 (${DURATION_EXPECTED}), got 0`)),
@@ -479,6 +484,7 @@ export const DEFAULTS = {
   smtpdTimeout: "300s",
   logLevel: "info",
   deliveryThread: "worker",
+  backoffJitter: 0.1,
 } as const
 
 const fields = {
@@ -507,6 +513,7 @@ const fields = {
   smtpdTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpdTimeout)),
   logLevel: LogLevel.pipe(withDefault(DEFAULTS.logLevel)),
   deliveryThread: DeliveryThread.pipe(withDefault(DEFAULTS.deliveryThread)),
+  backoffJitter: Fraction.pipe(withDefault(DEFAULTS.backoffJitter)),
 }
 
 /** Our keys, in document order. */

@@ -57,6 +57,8 @@ export interface PosternConfig {
   /** Idle time of the SMTP session for a client (smtpd_timeout). */
   readonly smtpdTimeout: number
   readonly logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent"
+  /** Spread of the retry delay: the next attempt comes at delay × (1 ± backoffJitter), drawn from the seeded Rng. */
+  readonly backoffJitter: number
   /** Where the delivery agents run: a worker thread on the second core, or the main thread. */
   readonly deliveryThread: "worker" | "main"
 }

@@ -15,6 +15,8 @@ export interface MessageInput {
 export interface RetryPolicy {
   readonly minimalBackoffTime: number
   readonly maximalBackoffTime: number
+  /** The delay is spread to delay × (1 ± jitter); 0 is Postfix's exact schedule. */
+  readonly backoffJitter: number
   readonly maximalQueueLifetime: number
   readonly bounceQueueLifetime: number
 }
@@ -35,10 +37,11 @@ export type MessageDecision =
   | { readonly kind: "deferred"; readonly nextAttemptAt: number }
   | { readonly kind: "expired" }
 
+/** `draw` is a uniform number in [0, 1) from the host's seeded Rng (the jitter of a deferral). */
 export type MessageEvent =
-  | { type: "recipient.sent"; recipientId: number; now: number }
-  | { type: "recipient.bounced"; recipientId: number; now: number }
-  | { type: "recipient.deferred"; recipientId: number; now: number }
+  | { type: "recipient.sent"; recipientId: number; now: number; draw?: number }
+  | { type: "recipient.bounced"; recipientId: number; now: number; draw?: number }
+  | { type: "recipient.deferred"; recipientId: number; now: number; draw?: number }
 
 /** Postfix's next-attempt delay: the message's age, clamped to the backoff bounds. */
 export const backoffDelay = (age: number, policy: RetryPolicy): number =>
@@ -48,10 +51,15 @@ export const backoffDelay = (age: number, policy: RetryPolicy): number =>
 export const isExpired = (now: number, arrivalTime: number, nullSender: boolean, policy: RetryPolicy): boolean =>
   now >= arrivalTime + (nullSender ? policy.bounceQueueLifetime : policy.maximalQueueLifetime)
 
-export const decide = (ctx: MessageContext, now: number): MessageDecision => {
+/** The delay spread by jitter: delay × (1 + jitter × (2·draw − 1)), whole milliseconds. */
+export const jittered = (delay: number, jitter: number, draw: number): number =>
+  jitter === 0 ? delay : Math.round(delay * (1 + jitter * (2 * draw - 1)))
+
+export const decide = (ctx: MessageContext, now: number, draw = 0.5): MessageDecision => {
   if (ctx.deferred.length === 0) return { kind: "done" }
   if (isExpired(now, ctx.arrivalTime, ctx.nullSender, ctx.policy)) return { kind: "expired" }
-  return { kind: "deferred", nextAttemptAt: now + backoffDelay(now - ctx.arrivalTime, ctx.policy) }
+  const delay = jittered(backoffDelay(now - ctx.arrivalTime, ctx.policy), ctx.policy.backoffJitter, draw)
+  return { kind: "deferred", nextAttemptAt: now + delay }
 }
 
 const without = (ids: ReadonlyArray<number>, id: number) => ids.filter((x) => x !== id)
@@ -74,7 +82,7 @@ export const messageMachine = setup({
       inFlight: ({ context, event }) => without(context.inFlight, event.recipientId),
       deferred: ({ context, event }) => [...context.deferred, event.recipientId],
     }),
-    decideFate: assign({ decision: ({ context, event }) => decide(context, event.now) }),
+    decideFate: assign({ decision: ({ context, event }) => decide(context, event.now, event.draw) }),
   },
 }).createMachine({
   id: "message",

@@ -307,7 +307,8 @@ const readArrival = (r: Reader, v: unknown, path: Path): ArrivalSpec | undefined
 const FLAT_DAY: Array<number> = Array.from({ length: 24 }, () => 1)
 
 const readPolicies = (r: Reader, v: unknown): Array<PolicySpec> => {
-  if (v === undefined) return [{ name: "postfix-defaults", overrides: {}, config: decodeConfig({ hostname: SIM_HOSTNAME }, "/") }]
+  // With no policies named, Postfix's own schedule: its defaults, and no jitter (Postfix has none).
+  if (v === undefined) return [{ name: "postfix-defaults", overrides: { backoffJitter: 0 }, config: decodeConfig({ hostname: SIM_HOSTNAME, backoffJitter: 0 }, "/") }]
   const m = r.map(v, ["policies"], Object.keys(v ?? {}))
   if (m === undefined) return []
   const out: Array<PolicySpec> = []
@@ -329,7 +330,7 @@ const readPolicies = (r: Reader, v: unknown): Array<PolicySpec> => {
       for (const i of e.issues) r.issues.push({ key: `policies.${name}${i.key === "" ? "" : `.${i.key}`}`, message: i.message })
     }
   }
-  if (out.length === 0 && r.issues.length === 0) r.fail(["policies"], "name at least one policy (an empty mapping {} means Postfix's defaults)")
+  if (out.length === 0 && r.issues.length === 0) r.fail(["policies"], "name at least one policy (an empty mapping {} means Postern's defaults; { backoffJitter: 0 } is Postfix's exact schedule)")
   return out
 }
 

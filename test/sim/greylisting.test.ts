@@ -17,7 +17,7 @@ const scenario = decodeScenario(
       domains: { "grey.example": 1 },
     },
     destinations: [{ domain: "grey.example", latency: "500ms", greylist: { delay: "300s" } }],
-    policies: { "postfix-defaults": {} },
+    policies: { "postfix-defaults": { backoffJitter: 0 } },
   },
   "greylisting-validation",
 )

@@ -27,7 +27,7 @@ const alwaysDown = (mode: "refuse" | "hang" | "421") =>
     {
       traffic: { messages: 1, arrival: { process: "burst", at: 0 }, sender: "s@sender.example", domains: { "down.example": 1 } },
       destinations: [{ domain: "down.example", latency: 0, outages: [{ start: 0, duration: "30d", mode }] }],
-      policies: { "postfix-defaults": {} },
+      policies: { "postfix-defaults": { backoffJitter: 0 } },
     },
     `always-down-${mode}`,
   )

@@ -122,6 +122,7 @@ describe("defaults", () => {
       smtpdTimeout: 300_000,
       logLevel: "info",
       deliveryThread: "worker",
+      backoffJitter: 0.1,
     })
   })
 

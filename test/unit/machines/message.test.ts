@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest"
 import { SimulatedClock, createActor, type SnapshotFrom } from "xstate"
 import {
+  jittered,
   backoffDelay,
   isExpired,
   messageMachine,
@@ -20,6 +21,7 @@ const POLICY: RetryPolicy = {
   maximalBackoffTime: 4000 * S,
   maximalQueueLifetime: 5 * DAY,
   bounceQueueLifetime: 1 * DAY,
+  backoffJitter: 0, // Postfix has no jitter; its own tests are below
 }
 const ARRIVAL = Date.UTC(2024, 0, 15, 9, 30, 0)
 
@@ -203,5 +205,21 @@ describe("message machine", () => {
     expect(b.snap().status).toBe("done")
     expect(b.snap().output).toEqual({ kind: "deferred", nextAttemptAt: ARRIVAL + 1600 * S })
     expect(b.snap().output).toEqual(a.snap().output)
+  })
+})
+
+describe("retry jitter (backoffJitter)", () => {
+  it("spreads the delay to delay x (1 +- jitter) by the draw, and 0 keeps Postfix's schedule", () => {
+    expect(jittered(600 * S, 0, 0.9)).toBe(600 * S)
+    expect(jittered(600 * S, 0.1, 0)).toBe(540 * S)
+    expect(jittered(600 * S, 0.1, 0.5)).toBe(600 * S)
+    expect(jittered(600 * S, 0.1, 0.999999)).toBe(Math.round(600 * S * (1 + 0.1 * (2 * 0.999999 - 1))))
+  })
+
+  it("the deciding event's draw sets the next attempt", () => {
+    const m = createActor(messageMachine, { input: input({ recipientIds: [1], policy: { ...POLICY, backoffJitter: 0.2 } }) }).start()
+    m.send({ type: "recipient.deferred", recipientId: 1, now: ARRIVAL + 1000, draw: 0 })
+    const out = m.getSnapshot().output
+    expect(out).toEqual({ kind: "deferred", nextAttemptAt: ARRIVAL + 1000 + Math.round(300 * S * 0.8) })
   })
 })

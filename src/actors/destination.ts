@@ -26,6 +26,7 @@ export interface DestinationDeps {
 export type DestinationStatus =
   | { readonly state: "active"; readonly window: number; readonly busy: number; readonly queued: number }
   | { readonly state: "dead"; readonly reason: string | null; readonly queued: number; readonly deadUntil: number }
+  | { readonly state: "rate-delayed"; readonly until: number; readonly queued: number }
 
 export class DestinationQueue {
   private actor!: ActorRefFrom<typeof destinationMachine>
@@ -34,6 +35,9 @@ export class DestinationQueue {
   private holding = false
   /** When the destination was last declared dead (epoch ms), for `postern queue list`. */
   private deadSince = 0
+  /** destinationRateDelay: no new delivery before this time (epoch ms). */
+  private pausedUntil = 0
+  private pauseTimer: unknown = null
 
   constructor(
     readonly key: string,
@@ -74,7 +78,9 @@ export class DestinationQueue {
     const s = this.actor.getSnapshot()
     return s.value === "dead"
       ? { state: "dead", reason: s.context.deadReason, queued: this.todo.length, deadUntil: this.deadSince + this.input.deadTime }
-      : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.length }
+      : this.pausedUntil > this.deps.clock.now()
+        ? { state: "rate-delayed", until: this.pausedUntil, queued: this.todo.length }
+        : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.length }
   }
 
   /** True when nothing is queued or in flight and the destination is not dead (it may be dropped). */
@@ -94,6 +100,7 @@ export class DestinationQueue {
   }
 
   stop(): void {
+    if (this.pauseTimer !== null) this.deps.clock.clearTimeout(this.pauseTimer)
     this.actor.stop()
   }
 
@@ -126,10 +133,13 @@ export class DestinationQueue {
         return
       }
       if (this.holding || s.status !== "active" || s.value !== "ready" || this.todo.length === 0) return
+      if (this.rateDelayed()) return
       const request = this.todo.shift()!
       this.actor.send({ type: "delivery.started" })
       const started = this.deps.clock.now()
       void this.deps.deliver(request).then((output) => {
+        // Postfix's destination rate delay: the queue is suspended for the delay after each delivery.
+        if ((this.input.rateDelay ?? 0) > 0) this.pausedUntil = this.deps.clock.now() + this.input.rateDelay!
         this.actor.send({
           type: "delivery.completed",
           siteFailure: output.siteFailure,
@@ -139,6 +149,19 @@ export class DestinationQueue {
         this.pump()
       })
     }
+  }
+
+  /** True (and a wake-up armed) while the rate delay holds the next delivery back. */
+  private rateDelayed(): boolean {
+    const wait = this.pausedUntil - this.deps.clock.now()
+    if (wait <= 0) return false
+    if (this.pauseTimer === null) {
+      this.pauseTimer = this.deps.clock.setTimeout(() => {
+        this.pauseTimer = null
+        this.pump()
+      }, wait)
+    }
+    return true
   }
 
   private deferAllQueued(reason: string | null): void {

@@ -319,18 +319,22 @@ export class QueueManager {
     let d = this.destinations.get(route.key)
     if (d === undefined) {
       const s = route.serviceConfig
+      const rateDelay = s.destinationRateDelay ?? config.defaultDestinationRateDelay
+      // A rate delay forces the destination's concurrency to 1, as Postfix's qmgr does.
+      const limit = rateDelay > 0 ? 1 : (s.destinationConcurrencyLimit ?? config.defaultDestinationConcurrencyLimit)
       d = new DestinationQueue(
         route.key,
         {
           name: route.key,
           deadTime: config.minimalBackoffTime,
           limits: {
-            initial: s.initialDestinationConcurrency ?? config.initialDestinationConcurrency,
-            limit: s.destinationConcurrencyLimit ?? config.defaultDestinationConcurrencyLimit,
-            positive: parseFeedback("1")!,
-            negative: parseFeedback("1")!,
-            cohortLimit: 1,
+            initial: Math.min(s.initialDestinationConcurrency ?? config.initialDestinationConcurrency, limit),
+            limit,
+            positive: parseFeedback(s.destinationConcurrencyPositiveFeedback ?? config.defaultDestinationConcurrencyPositiveFeedback)!,
+            negative: parseFeedback(s.destinationConcurrencyNegativeFeedback ?? config.defaultDestinationConcurrencyNegativeFeedback)!,
+            cohortLimit: s.destinationConcurrencyFailedCohortLimit ?? config.defaultDestinationConcurrencyFailedCohortLimit,
           },
+          rateDelay,
         },
         {
           clock: this.deps.clock,

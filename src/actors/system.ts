@@ -185,7 +185,9 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
                 queued: d.queued,
                 ...(d.state === "dead"
                   ? { deadUntil: d.deadUntil, ...(d.reason !== null ? { reason: d.reason } : {}) }
-                  : { window: d.window, busy: d.busy }),
+                  : d.state === "rate-delayed"
+                    ? { rateDelayedUntil: d.until }
+                    : { window: d.window, busy: d.busy }),
               })),
             }),
           },

@@ -9,6 +9,7 @@ import { listQueue, type QueueListingEntry } from "../store/queue-store.js"
 const describeState = (d: DestinationState | undefined): string | undefined => {
   if (d === undefined) return undefined
   if (d.state === "dead") return `dead until ${new Date(d.deadUntil ?? 0).toISOString()}`
+  if (d.state === "rate-delayed") return `rate-delayed until ${new Date(d.rateDelayedUntil ?? 0).toISOString()}`
   return "active"
 }
 

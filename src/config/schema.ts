@@ -2,6 +2,7 @@
 // (decode with `onExcessProperty: "error"`), each value parsed into the shape of `PosternConfig` (types.ts).
 // Guarantees: every error message says what was wrong, shows the value and what is allowed. The only part
 // left to the loader is resolving `dataDir` against the config file's folder.
+import { parseFeedback } from "../machines/feedback.js"
 import os from "node:os"
 import ipaddr from "ipaddr.js"
 import { Effect, Option, Schema, SchemaGetter, SchemaIssue } from "effect"
@@ -215,6 +216,12 @@ const Fraction = Schema.Number.annotate({ expected: "a number from 0 up to (not 
   Schema.makeFilter((n: number) => (n >= 0 && n < 1 ? undefined : `expected a number from 0 up to (not including) 1, got ${showValue(n)}`)),
 )
 
+/** Concurrency feedback as Postfix writes it (qmgr_feedback.c): `1`, `1/2`, `1/concurrency`, `1/sqrt_concurrency`. */
+const FEEDBACK_EXPECTED = 'a feedback such as "1", "1/2", "1/concurrency" or "1/sqrt_concurrency" (at most 1)'
+const Feedback = Schema.String.annotate({ expected: FEEDBACK_EXPECTED }).check(
+  Schema.makeFilter((s: string) => (parseFeedback(s) !== undefined ? undefined : `expected ${FEEDBACK_EXPECTED}, got ${showValue(s)}`)),
+)
+
 /** A duration that must be more than zero (timeouts, backoff times). */
 const PositiveDuration = PostfixDuration.check(
   Schema.makeFilter((ms: number) => (ms > 0 ? undefined : `expected a duration greater than 0 (${DURATION_EXPECTED}), got 0`)),
@@ -353,6 +360,10 @@ const ServiceEntry = Schema.Struct({
   initialDestinationConcurrency: Schema.optionalKey(count(1)),
   destinationConcurrencyLimit: Schema.optionalKey(count(1)),
   destinationRecipientLimit: Schema.optionalKey(count(1)),
+  destinationConcurrencyPositiveFeedback: Schema.optionalKey(Feedback),
+  destinationConcurrencyNegativeFeedback: Schema.optionalKey(Feedback),
+  destinationConcurrencyFailedCohortLimit: Schema.optionalKey(count(0)),
+  destinationRateDelay: Schema.optionalKey(PostfixDuration),
 })
 
 const ServiceName = Schema.String.annotate({
@@ -364,6 +375,10 @@ const ServiceConfigSchema = Schema.Struct({
   initialDestinationConcurrency: Schema.optionalKey(Schema.Number),
   destinationConcurrencyLimit: Schema.optionalKey(Schema.Number),
   destinationRecipientLimit: Schema.optionalKey(Schema.Number),
+  destinationConcurrencyPositiveFeedback: Schema.optionalKey(Schema.String),
+  destinationConcurrencyNegativeFeedback: Schema.optionalKey(Schema.String),
+  destinationConcurrencyFailedCohortLimit: Schema.optionalKey(Schema.Number),
+  destinationRateDelay: Schema.optionalKey(Schema.Number),
 })
 
 const Services = Schema.Record(ServiceName, ServiceEntry)
@@ -477,6 +492,10 @@ export const DEFAULTS = {
   initialDestinationConcurrency: 5,
   defaultDestinationConcurrencyLimit: 20,
   defaultDestinationRecipientLimit: 50,
+  defaultDestinationConcurrencyPositiveFeedback: "1",
+  defaultDestinationConcurrencyNegativeFeedback: "1",
+  defaultDestinationConcurrencyFailedCohortLimit: 1,
+  defaultDestinationRateDelay: "0s",
   qmgrMessageActiveLimit: 20_000,
   smtpConnectTimeout: "30s",
   smtpHeloTimeout: "300s",
@@ -506,6 +525,10 @@ const fields = {
   initialDestinationConcurrency: count(1).pipe(withDefault(DEFAULTS.initialDestinationConcurrency)),
   defaultDestinationConcurrencyLimit: count(1).pipe(withDefault(DEFAULTS.defaultDestinationConcurrencyLimit)),
   defaultDestinationRecipientLimit: count(1).pipe(withDefault(DEFAULTS.defaultDestinationRecipientLimit)),
+  defaultDestinationConcurrencyPositiveFeedback: Feedback.pipe(withDefault(DEFAULTS.defaultDestinationConcurrencyPositiveFeedback)),
+  defaultDestinationConcurrencyNegativeFeedback: Feedback.pipe(withDefault(DEFAULTS.defaultDestinationConcurrencyNegativeFeedback)),
+  defaultDestinationConcurrencyFailedCohortLimit: count(0).pipe(withDefault(DEFAULTS.defaultDestinationConcurrencyFailedCohortLimit)),
+  defaultDestinationRateDelay: PostfixDuration.pipe(withDefault(DEFAULTS.defaultDestinationRateDelay)),
   qmgrMessageActiveLimit: count(1).pipe(withDefault(DEFAULTS.qmgrMessageActiveLimit)),
   smtpConnectTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpConnectTimeout)),
   smtpHeloTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpHeloTimeout)),

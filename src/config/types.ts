@@ -19,6 +19,10 @@ export interface ServiceConfig {
   readonly initialDestinationConcurrency?: number
   readonly destinationConcurrencyLimit?: number
   readonly destinationRecipientLimit?: number
+  readonly destinationConcurrencyPositiveFeedback?: string
+  readonly destinationConcurrencyNegativeFeedback?: string
+  readonly destinationConcurrencyFailedCohortLimit?: number
+  readonly destinationRateDelay?: number
 }
 
 /** A `transports` value `"service:nexthop"`; an empty part keeps the default (transport(5)). */
@@ -49,6 +53,13 @@ export interface PosternConfig {
   readonly initialDestinationConcurrency: number
   readonly defaultDestinationConcurrencyLimit: number
   readonly defaultDestinationRecipientLimit: number
+  /** Feedback per completed delivery: `1`, `1/2`, `1/concurrency`, `1/sqrt_concurrency` (qmgr_feedback.c). */
+  readonly defaultDestinationConcurrencyPositiveFeedback: string
+  readonly defaultDestinationConcurrencyNegativeFeedback: string
+  /** Failed pseudo-cohorts before a destination is dead; 0 = never. */
+  readonly defaultDestinationConcurrencyFailedCohortLimit: number
+  /** At most one delivery per this delay to a destination (ms); 0 = off. Forces concurrency 1. */
+  readonly defaultDestinationRateDelay: number
   /** Postfix's qmgr_message_active_limit. */
   readonly qmgrMessageActiveLimit: number
   readonly smtpConnectTimeout: number

@@ -14,12 +14,14 @@ export type ControlRequest =
 
 export interface DestinationState {
   readonly key: string
-  readonly state: "active" | "dead"
+  readonly state: "active" | "dead" | "rate-delayed"
   readonly window?: number
   readonly busy?: number
   readonly queued: number
   /** Epoch ms when a dead destination is tried again. */
   readonly deadUntil?: number
+  /** Epoch ms when a rate-delayed destination may take its next delivery. */
+  readonly rateDelayedUntil?: number
   readonly reason?: string
 }
 

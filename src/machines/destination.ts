@@ -16,6 +16,8 @@ export interface DestinationInput {
   readonly limits: WindowLimits
   /** How long a dead destination stays dead (minimalBackoffTime, ms). */
   readonly deadTime: number
+  /** At most one delivery per this many ms (destinationRateDelay); 0 = off. The host keeps the pause. */
+  readonly rateDelay?: number
 }
 
 export interface DestinationContext extends WindowState {

@@ -132,3 +132,22 @@ describe("a damaged message", () => {
     expect(receiver.messages.map((m) => m.to[0])).toEqual(["ok@d.test"])
   })
 })
+
+describe("destinationRateDelay", () => {
+  test("at most one delivery per delay to the destination (Postfix's rate delay), concurrency forced to 1", async () => {
+    const receiver = await receiverWith()
+    const postern = await posternWith({
+      services: { slow: { type: "smtp", destinationRateDelay: "400ms", destinationConcurrencyFailedCohortLimit: 10 } },
+      transports: { "*": `slow:[127.0.0.1]:${receiver.port}` },
+    })
+    const results = await Promise.all(
+      Array.from({ length: 4 }, (_, i) => inject(postern.port, { from: "s@s.test", to: [`r${i}@d.test`], body: makeMessage({ from: "s@s.test", to: `r${i}@d.test` }) })),
+    )
+    expect(results.every((r) => r.ok)).toBe(true)
+    await receiver.waitForMessages(4, 10_000)
+    const times = receiver.messages.map((m) => m.at).sort((a, b) => a - b)
+    for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(380)
+    const state = postern.system.qmgr.destinationStates().find((d) => d.key === `slow:[127.0.0.1]:${receiver.port}`)
+    expect(state === undefined || state.state === "rate-delayed" || state.state === "active").toBe(true)
+  })
+})

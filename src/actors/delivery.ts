@@ -13,7 +13,7 @@ import type { RngShape } from "../runtime/rng.js"
 import type { ActiveMessage, QueuedRecipient } from "../store/types.js"
 import { ConnectionCache } from "../transport/connection-cache.js"
 import type { ResolverShape } from "../transport/dns.js"
-import { resolveTargets, type Target } from "../transport/mx.js"
+import { resolveTargets, type Target, type TargetsResult } from "../transport/mx.js"
 import { parseNexthop } from "../transport/nexthop.js"
 import type { Route } from "../transport/route.js"
 import type { AttemptResult, RecipientVerdict } from "../transport/smtp-outcome.js"
@@ -96,7 +96,8 @@ export class DeliveryAgent {
           if (nexthop === undefined) {
             return { kind: "failed" as const, permanent: true, dsn: "5.3.5", reason: `bad nexthop syntax: ${input.nexthop}` }
           }
-          return resolveTargets(nexthop, this.deps.dns, this.deps.rng)
+          const primary = await resolveTargets(nexthop, this.deps.dns, this.deps.rng)
+          return this.withFallbackRelays(primary)
         }),
         openSession: fromPromise(async ({ input }) => this.openSession(input.deliveryId, input.target)),
         transfer: fromPromise(async ({ input }) => this.transfer(input.deliveryId, input.recipients)),
@@ -110,7 +111,7 @@ export class DeliveryAgent {
     if (local !== null) return Promise.resolve(local)
     return new Promise((resolve) => {
       this.requests.set(request.id, request)
-      const literal = literalTarget(request.route.nexthop)
+      const literal = this.deps.config().smtpFallbackRelay.length > 0 ? null : literalTarget(request.route.nexthop)
       const actor = createActor(this.machine, {
         clock: this.deps.clock,
         input: {
@@ -181,6 +182,25 @@ export class DeliveryAgent {
 
   inFlight(): number {
     return this.running.size
+  }
+
+  /**
+   * Postfix's smtp_fallback_relay: its servers come after the nexthop's own, so a destination whose
+   * servers cannot take the mail (or whose lookup failed for now) still gets it out. A name that does
+   * not exist is a permanent failure and bounces as usual.
+   */
+  private async withFallbackRelays(primary: TargetsResult): Promise<TargetsResult> {
+    const relays = this.deps.config().smtpFallbackRelay
+    if (relays.length === 0 || (primary.kind === "failed" && primary.permanent)) return primary
+    const extra: Array<Target> = []
+    for (const relay of relays) {
+      const hop = parseNexthop(relay)
+      if (hop === undefined) continue
+      const r = await resolveTargets(hop, this.deps.dns, this.deps.rng)
+      if (r.kind === "targets") extra.push(...r.targets)
+    }
+    if (extra.length === 0) return primary
+    return { kind: "targets", targets: [...(primary.kind === "targets" ? primary.targets : []), ...extra] }
   }
 
   private everyone(request: DeliveryRequest, v: RecipientVerdict): DeliveryOutput {

@@ -320,6 +320,14 @@ const Relayhost = Schema.NullOr(
   ),
 ).annotate({ expected: `${NEXTHOP_EXPECTED}, or null for none` })
 
+/** One nexthop, syntax-checked (smtpFallbackRelay entries). */
+const NexthopText = Schema.String.annotate({ expected: NEXTHOP_EXPECTED }).check(
+  Schema.makeFilter((text: string) => {
+    const result = parseNexthop(text)
+    return result.ok ? undefined : `${result.error}; expected ${NEXTHOP_EXPECTED}, got ${showValue(text)}`
+  }),
+)
+
 export const TRANSPORT_KEY_EXPECTED = 'a domain ("example.com"), its subdomains (".example.com") or "*"'
 
 const TransportKey = Schema.String.annotate({ expected: TRANSPORT_KEY_EXPECTED }).check(
@@ -480,6 +488,7 @@ export const DEFAULTS = {
   mynetworks: ["127.0.0.0/8", "::1/128"],
   relayDomains: [],
   relayhost: null,
+  smtpFallbackRelay: [],
   transports: {},
   services: {},
   messageSizeLimit: 10_240_000,
@@ -513,6 +522,7 @@ const fields = {
   mynetworks: listOf(Network, 'networks such as "10.0.0.0/8"').pipe(withDefault(DEFAULTS.mynetworks)),
   relayDomains: listOf(Domain, 'domains such as "example.com"').pipe(withDefault(DEFAULTS.relayDomains)),
   relayhost: Relayhost.pipe(withDefault(DEFAULTS.relayhost)),
+  smtpFallbackRelay: listOf(NexthopText, 'nexthops such as "[10.0.0.9]:25"').pipe(withDefault(DEFAULTS.smtpFallbackRelay)),
   transports: Transports.pipe(withDefault(DEFAULTS.transports)),
   services: Services.pipe(withDefault(DEFAULTS.services)),
   messageSizeLimit: count(0).pipe(withDefault(DEFAULTS.messageSizeLimit)),

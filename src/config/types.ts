@@ -39,6 +39,8 @@ export interface PosternConfig {
   readonly relayDomains: ReadonlyArray<string>
   /** `"[host]:port"` (no MX lookup) or `"host"` (MX); null = MX of the recipient domain. */
   readonly relayhost: string | null
+  /** Tried after the nexthop's own servers (Postfix's smtp_fallback_relay): a "graveyard" relay. */
+  readonly smtpFallbackRelay: ReadonlyArray<string>
   /** Keys: `domain`, `.domain` (subdomains) or `*`; see transport(5). */
   readonly transports: Readonly<Record<string, TransportEntry>>
   /** Built-ins `smtp`, `relay`, `lmtp`, `discard`, `error`, plus the user's; user entries override built-ins. */

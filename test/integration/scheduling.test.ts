@@ -151,3 +151,18 @@ describe("destinationRateDelay", () => {
     expect(state === undefined || state.state === "rate-delayed" || state.state === "active").toBe(true)
   })
 })
+
+describe("smtpFallbackRelay", () => {
+  test("when the destination's own server cannot take the mail, the fallback relay gets it on the same attempt", async () => {
+    const fallback = await receiverWith()
+    const postern = await posternWith({
+      transports: { "*": "smtp:[127.0.0.1]:1" }, // nothing listens there
+      smtpFallbackRelay: [`[127.0.0.1]:${fallback.port}`],
+    })
+    expect((await inject(postern.port, { from: "s@s.test", to: ["x@d.test"], body: makeMessage({ from: "s@s.test", to: "x@d.test" }) })).ok).toBe(true)
+    await fallback.waitForMessages(1)
+    await waitFor("the queue to empty", () => queued(postern) === 0)
+    const log = postern.queue.db.prepare("SELECT outcome, relay FROM attempts").all() as Array<{ outcome: string; relay: string }>
+    expect(log).toEqual([{ outcome: "sent", relay: `127.0.0.1[127.0.0.1]:${fallback.port}` }])
+  })
+})

@@ -96,7 +96,8 @@ export class DeliveryAgent {
           if (nexthop === undefined) {
             return { kind: "failed" as const, permanent: true, dsn: "5.3.5", reason: `bad nexthop syntax: ${input.nexthop}` }
           }
-          const primary = await resolveTargets(nexthop, this.deps.dns, this.deps.rng)
+          const resolved = await resolveTargets(nexthop, this.deps.dns, this.deps.rng)
+          const primary = nexthop.mxLookup ? this.withoutOurselves(resolved, nexthop.host) : resolved
           return this.withFallbackRelays(primary)
         }),
         openSession: fromPromise(async ({ input }) => this.openSession(input.deliveryId, input.target)),
@@ -182,6 +183,22 @@ export class DeliveryAgent {
 
   inFlight(): number {
     return this.running.size
+  }
+
+  /**
+   * Postfix's loop check on MX results: a server that is one of our own listeners would hand the mail
+   * back to us. Such servers are dropped; when none is left, the mail loops back to ourselves (5.4.6).
+   * A bracketed nexthop is never a loop by address alone (it was asked for explicitly).
+   */
+  private withoutOurselves(resolved: TargetsResult, domain: string): TargetsResult {
+    if (resolved.kind !== "targets") return resolved
+    const listeners = this.deps.config().listen
+    const isUs = (t: Target) =>
+      listeners.some((l) => l.port === t.port && (l.host === t.address || l.host === "0.0.0.0" || l.host === "::"))
+    const others = resolved.targets.filter((t) => !isUs(t))
+    if (others.length === resolved.targets.length) return resolved
+    if (others.length > 0) return { kind: "targets", targets: others }
+    return { kind: "failed", permanent: true, dsn: "5.4.6", reason: `mail for ${domain} loops back to myself` }
   }
 
   /**

@@ -150,6 +150,14 @@ export class SmtpSession implements OutboundSession {
             finish({ stage: "io", reason: `${describe(err)} ${where}`, sessionCompleted: false })
             return
           }
+          // A server that names itself with our own hostname is us: the mail would loop (Postfix's
+          // "host X greeted me with my own hostname"), so nothing is sent.
+          const greeted = /^\d{3}[ -](\S+)/.exec(String(conn.lastServerResponse || ""))?.[1]?.toLowerCase()
+          if (greeted !== undefined && greeted === options.heloName.toLowerCase()) {
+            conn.close()
+            finish({ stage: "local", permanent: true, dsn: "5.4.6", reason: `mail loops back to myself: ${options.target.address}:${options.target.port} greeted me with my own hostname ${options.heloName}` })
+            return
+          }
           // the session is up: from now on the idle timeout is smtpDataDoneTimeout
           if (conn._socket) conn._socket.setTimeout(options.dataTimeout)
           finish(new SmtpSession(conn, options.target, now))

@@ -21,6 +21,7 @@ import { checkKnown, numberArg, parseArgs, sleep, waitUntil } from "./lib/args.j
 import { grepLogs, severeLines } from "./lib/evidence.js"
 import { Ledger, badServerSink, receiverSink } from "./lib/ledger.js"
 import { FROM, Load } from "./lib/load.js"
+import { startFreezer, type Freezer } from "./lib/freezer.js"
 import { chaosConfig, killStartedPosterns, startPostern, writeConfigFile, type Incarnation } from "./lib/postern.js"
 import { queueCounts, queueRows } from "./lib/queue-db.js"
 import { between, mulberry32, unitHash } from "./lib/rng.js"
@@ -93,6 +94,7 @@ const quantile = (xs: ReadonlyArray<number>, q: number): number => {
 let ok: Receiver | undefined
 let flaky: Receiver | undefined
 let hang: BadServer | undefined
+let freezer: Freezer | undefined
 let child: Incarnation | undefined
 
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
@@ -113,9 +115,13 @@ const main = async (): Promise<number> => {
   })
   hang = await startBadServer("hangAfterConnect")
   const hangSrv = hang
+  // Postern reaches the hanging destination through a proxy that can also freeze the connections its
+  // connection cache keeps open (lib/freezer.ts): each hang phase hangs old and new connections alike.
+  freezer = await startFreezer(hang.port)
+  const frz = freezer
   const ledger = new Ledger([receiverSink("ok", ok), receiverSink("flaky", flaky), badServerSink("hang", hang)])
   const port = await freePort()
-  const configFile = writeConfigFile(join(runDir, "postern.yaml"), chaosConfig(dataDir, port, { ok: ok.port, flaky: flaky.port, hang: hang.port }))
+  const configFile = writeConfigFile(join(runDir, "postern.yaml"), chaosConfig(dataDir, port, { ok: ok.port, flaky: flaky.port, hang: frz.port }))
   child = await startPostern({ configFile, logFile: join(runDir, "postern.log"), n: 0 })
   const pid = child.pid
   let died = null as string | null
@@ -133,6 +139,7 @@ const main = async (): Promise<number> => {
 
   // ---- the hanging destination: hangs 40 s, works 20 s, ...
   let hangMode: "hangAfterConnect" | "ok" = "hangAfterConnect"
+  let frozen = 0
   const hangCycle = (async () => {
     while (loading()) {
       await sleep(100)
@@ -141,6 +148,7 @@ const main = async (): Promise<number> => {
       if (want !== hangMode) {
         hangMode = want
         await hangSrv.setMode(want)
+        if (want === "hangAfterConnect") frozen += frz.freezeExisting()
       }
     }
   })()
@@ -312,7 +320,7 @@ const main = async (): Promise<number> => {
   process.stdout.write(
     [
       `soak: ${(loadS / 60).toFixed(1)} min, ${load.acked.size} messages acknowledged (${rate.toFixed(1)}/s, ${load.ackedAddresses.size} recipients), ` +
-        `${load.failed.size} injections failed, ${aborted.size} clients cut mid-DATA (${[...abortOutcomes].map(([k, v]) => `${k}: ${v}`).join(", ")}), queue peak ${maxQueue} recipients; CSV ${csvFile}`,
+        `${load.failed.size} injections failed, ${aborted.size} clients cut mid-DATA (${[...abortOutcomes].map(([k, v]) => `${k}: ${v}`).join(", ")}), queue peak ${maxQueue} recipients, ${frozen} cached connections frozen by hang phases, ${hangSrv.connections} connections to the hanging destination; CSV ${csvFile}`,
       `  memory  ${memoryOk ? "FLAT   " : "GROWING"} RSS slope over the second half ${slopeMiBPerMin.toFixed(2)} MiB/min (limit ${RSS_SLOPE_LIMIT}); ` +
         `${(rssFirst / 1024).toFixed(0)} → ${(rssLast / 1024).toFixed(0)} MiB over it, peak ${(rssMax / 1024).toFixed(0)} MiB, ${secondHalf.length} samples`,
       `  loss    ${lossOk ? "NONE   " : "FAILED "} lost ${lostMessages.length} messages (${missing.length} recipients), stuck ${counts.recipients}, duplicates ${extraCopies}, ` +
@@ -354,13 +362,13 @@ const main = async (): Promise<number> => {
 main().then(
   async (code) => {
     killStartedPosterns()
-    await Promise.allSettled([ok?.close(), flaky?.close(), hang?.close()])
+    await Promise.allSettled([ok?.close(), flaky?.close(), hang?.close(), freezer?.close()])
     process.exit(code)
   },
   async (e: unknown) => {
     say(`harness error: ${(e as Error).stack ?? String(e)}; run folder kept: ${runDir}`)
     killStartedPosterns()
-    await Promise.allSettled([ok?.close(), flaky?.close(), hang?.close()])
+    await Promise.allSettled([ok?.close(), flaky?.close(), hang?.close(), freezer?.close()])
     process.exit(2)
   },
 )

@@ -166,3 +166,29 @@ describe("smtpFallbackRelay", () => {
     expect(log).toEqual([{ outcome: "sent", relay: `127.0.0.1[127.0.0.1]:${fallback.port}` }])
   })
 })
+
+describe("mail that would loop back to ourselves", () => {
+  test("a server greeting with our own hostname gets nothing: 5.4.6", async () => {
+    const receiver = await receiverWith() // greets as receiver.postern.test
+    const postern = await posternWith({ hostname: "receiver.postern.test", transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` } })
+    expect((await inject(postern.port, { from: "s@s.test", to: ["x@d.test"], body: makeMessage({ from: "s@s.test", to: "x@d.test" }) })).ok).toBe(true)
+    await waitFor("the queue to empty", () => queued(postern) === 0)
+    expect(receiver.messages).toHaveLength(0)
+    const first = postern.queue.db.prepare("SELECT outcome, dsn, reply FROM attempts WHERE recipient = 'x@d.test'").get() as { outcome: string; dsn: string; reply: string }
+    expect(first).toMatchObject({ outcome: "bounced", dsn: "5.4.6" })
+    expect(first.reply).toMatch(/loops back to myself/)
+  })
+
+  test("an MX host that is one of our own listeners is not used; with no other, 5.4.6", async () => {
+    const { freePort } = await import("../support/child.js")
+    const port = await freePort()
+    const postern = await posternWith(
+      { listen: [{ address: `127.0.0.1:${port}`, greetWait: "0s" }], transports: { "loop.test": `smtp:loop.test:${port}` } },
+      { dns: { mx: { "loop.test": [{ exchange: "mx.loop.test", priority: 10 }] }, addresses: { "mx.loop.test": ["127.0.0.1"] } } },
+    )
+    expect((await inject(postern.port, { from: "", to: ["x@loop.test"], body: makeMessage({ from: "MAILER-DAEMON@s.test", to: "x@loop.test" }) })).ok).toBe(true)
+    await waitFor("the queue to empty", () => queued(postern) === 0)
+    const row = postern.queue.db.prepare("SELECT outcome, dsn, reply FROM attempts").get() as { outcome: string; dsn: string; reply: string }
+    expect(row).toMatchObject({ outcome: "bounced", dsn: "5.4.6", reply: "mail for loop.test loops back to myself" })
+  })
+})

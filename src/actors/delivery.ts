@@ -58,15 +58,19 @@ export const localOutcome = (request: DeliveryRequest): DeliveryOutput | null =>
   }
 }
 
+/** The port a nexthop without one means: 24 for LMTP (Postfix's lmtp(8)), 25 for SMTP. */
+const defaultPortOf = (route: Route | undefined): number => (route?.serviceConfig.type === "lmtp" ? 24 : 25)
+
 /** A bracketed IP nexthop (`[127.0.0.1]:2526`) is its own and only server: no lookup to make. */
 const literalCache = new Map<string, Target | null>()
-const literalTarget = (nexthop: string): Target | null => {
-  let t = literalCache.get(nexthop)
+const literalTarget = (nexthop: string, defaultPort: number): Target | null => {
+  const key = `${defaultPort} ${nexthop}`
+  let t = literalCache.get(key)
   if (t === undefined) {
-    const n = parseNexthop(nexthop)
+    const n = parseNexthop(nexthop, defaultPort)
     t = n !== undefined && !n.mxLookup && isIP(n.host) !== 0 ? { address: n.host, port: n.port, hostname: n.host } : null
     if (literalCache.size > 10_000) literalCache.clear()
-    literalCache.set(nexthop, t)
+    literalCache.set(key, t)
   }
   return t
 }
@@ -92,7 +96,7 @@ export class DeliveryAgent {
     this.machine = deliveryMachine.provide({
       actors: {
         resolveTargets: fromPromise(async ({ input }) => {
-          const nexthop = parseNexthop(input.nexthop)
+          const nexthop = parseNexthop(input.nexthop, defaultPortOf(this.requests.get(input.deliveryId)?.route))
           if (nexthop === undefined) {
             return { kind: "failed" as const, permanent: true, dsn: "5.3.5", reason: `bad nexthop syntax: ${input.nexthop}` }
           }
@@ -112,7 +116,7 @@ export class DeliveryAgent {
     if (local !== null) return Promise.resolve(local)
     return new Promise((resolve) => {
       this.requests.set(request.id, request)
-      const literal = this.deps.config().smtpFallbackRelay.length > 0 ? null : literalTarget(request.route.nexthop)
+      const literal = this.deps.config().smtpFallbackRelay.length > 0 ? null : literalTarget(request.route.nexthop, defaultPortOf(request.route))
       const actor = createActor(this.machine, {
         clock: this.deps.clock,
         input: {

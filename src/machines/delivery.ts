@@ -70,7 +70,7 @@ export const deliveryMachine = setup({
     output: {} as DeliveryOutput,
   },
   actors: {
-    resolveTargets: fromPromise<TargetsResult, { nexthop: string }>(notProvided("resolveTargets")),
+    resolveTargets: fromPromise<TargetsResult, { deliveryId: string; nexthop: string }>(notProvided("resolveTargets")),
     /** Opens (or takes from the cache) a session to the target; "ready" or where it failed. */
     openSession: fromPromise<"ready" | AttemptResult, { deliveryId: string; target: Target }>(notProvided("openSession")),
     /** Runs one mail transaction for the pending recipients on the open session. */
@@ -115,7 +115,7 @@ export const deliveryMachine = setup({
       description: "Looking up the nexthop's servers (MX, then addresses), unless it is bracketed.",
       invoke: {
         src: "resolveTargets",
-        input: ({ context }) => ({ nexthop: context.nexthop }),
+        input: ({ context }) => ({ deliveryId: context.deliveryId, nexthop: context.nexthop }),
         onDone: [
           {
             guard: ({ event }) => event.output.kind === "failed",

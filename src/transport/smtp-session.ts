@@ -76,6 +76,7 @@ export class SmtpSession implements OutboundSession {
     private readonly conn: SMTPConnection,
     readonly target: Target,
     readonly openedAt: number,
+    private readonly lmtp = false,
   ) {
     conn.on("error", () => {
       this.broken = true
@@ -160,7 +161,7 @@ export class SmtpSession implements OutboundSession {
           }
           // the session is up: from now on the idle timeout is smtpDataDoneTimeout
           if (conn._socket) conn._socket.setTimeout(options.dataTimeout)
-          finish(new SmtpSession(conn, options.target, now))
+          finish(new SmtpSession(conn, options.target, now, options.lmtp))
         })
       })
     })
@@ -186,7 +187,10 @@ export class SmtpSession implements OutboundSession {
         if (err === null) {
           this.transactions++
           this.lastClean = true
-          resolve({ stage: "done", reply: info.response, accepted, rejected })
+          // LMTP answers once per recipient after DATA; nodemailer keeps the failures (in `rejected`) and
+          // leaves only the recipients whose reply was 2xx in `accepted`, without their text.
+          const perRecipient = this.lmtp ? accepted.map((address) => ({ address, reply: "250 2.0.0 delivered (LMTP)" })) : undefined
+          resolve({ stage: "done", reply: info.response, accepted, rejected, ...(perRecipient !== undefined ? { perRecipient } : {}) })
           return
         }
         if (err.code === "EENVELOPE" && err.command === "MAIL FROM") {

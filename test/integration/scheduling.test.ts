@@ -192,3 +192,28 @@ describe("mail that would loop back to ourselves", () => {
     expect(row).toMatchObject({ outcome: "bounced", dsn: "5.4.6", reply: "mail for loop.test loops back to myself" })
   })
 })
+
+describe("LMTP", () => {
+  test("lmtp:[host]:port delivers with a reply per recipient after DATA (smtp-server in LMTP mode)", async () => {
+    const lmtp = await receiverWith({
+      lmtp: true,
+      data: (msg) =>
+        msg.to[0] === "later@box.test"
+          ? { code: 452, message: "4.2.2 mailbox full, try later" }
+          : msg.to[0] === "gone@box.test"
+            ? { code: 550, message: "5.1.1 no such mailbox" }
+            : undefined,
+    })
+    const postern = await posternWith({ transports: { "box.test": `lmtp:[127.0.0.1]:${lmtp.port}` }, minimalBackoffTime: "10m", maximalBackoffTime: "10m" })
+    const to = ["ok@box.test", "later@box.test", "gone@box.test"]
+    expect((await inject(postern.port, { from: "", to, body: makeMessage({ from: "MAILER-DAEMON@s.test", to: "ok@box.test" }) })).ok).toBe(true)
+    await waitFor("three outcomes", () => (postern.queue.db.prepare("SELECT count(*) AS n FROM attempts").get() as { n: number }).n === 3)
+    const rows = postern.queue.db.prepare("SELECT recipient, outcome, dsn FROM attempts ORDER BY recipient").all()
+    expect(rows).toEqual([
+      { recipient: "gone@box.test", outcome: "bounced", dsn: "5.1.1" },
+      { recipient: "later@box.test", outcome: "deferred", dsn: "4.2.2" },
+      { recipient: "ok@box.test", outcome: "sent", dsn: "2.0.0" },
+    ])
+    expect(lmtp.messages.flatMap((m) => m.to)).toEqual(["ok@box.test"])
+  })
+})

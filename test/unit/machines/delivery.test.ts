@@ -36,7 +36,7 @@ const harness = (targets: ReadonlyArray<Target>, fakes: Fakes = {}) => {
   let current: Target | undefined
   const machine = deliveryMachine.provide({
     actors: {
-      resolveTargets: fromPromise<TargetsResult, { nexthop: string }>(async ({ input }) => {
+      resolveTargets: fromPromise<TargetsResult, { deliveryId: string; nexthop: string }>(async ({ input }) => {
         calls.resolve.push(input.nexthop)
         return fakes.resolve !== undefined ? fakes.resolve() : { kind: "targets", targets }
       }),

@@ -14,6 +14,7 @@ import { latencyScenario } from "./scenarios/latency.js"
 import { recoveryScenario } from "./scenarios/recovery.js"
 import { relayScenario } from "./scenarios/relay.js"
 import { scalingScenario } from "./scenarios/scaling.js"
+import { simulateScenario } from "./scenarios/simulate.js"
 import type { BenchOptions, Scenario } from "./scenarios/types.js"
 
 const SCENARIOS: ReadonlyArray<Scenario> = [
@@ -24,6 +25,7 @@ const SCENARIOS: ReadonlyArray<Scenario> = [
   backlogScenario,
   recoveryScenario,
   scalingScenario,
+  simulateScenario,
 ]
 
 const USAGE = `usage: npm run bench [-- [scenario...] [options]]

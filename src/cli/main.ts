@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `postern` command: start, queue list, check-config. Data goes to stdout, diagnostics to stderr;
+// The `postern` command: start, queue list|flush, check-config, simulate. Data goes to stdout, diagnostics to stderr;
 // a bad config or a locked data folder exits non-zero with a message that says what to fix.
 import { existsSync } from "node:fs"
 import { parseArgs } from "node:util"

@@ -24,12 +24,12 @@ import { Ledger, badServerSink, receiverSink } from "./lib/ledger.js"
 import { FROM, Load } from "./lib/load.js"
 import { startFreezer, type Freezer } from "./lib/freezer.js"
 import { chaosConfig, killStartedPosterns, startPostern, writeConfigFile, type Incarnation } from "./lib/postern.js"
-import { queueCounts, queueRows } from "./lib/queue-db.js"
+import { dbFootprint, queueCounts, queueRows } from "./lib/queue-db.js"
 import { between, mulberry32, unitHash } from "./lib/rng.js"
 import { abortMidData, probeGreeting } from "./lib/smtp-raw.js"
 
 const args = parseArgs(process.argv.slice(2))
-checkKnown(args, ["minutes", "out", "clients", "pause-ms", "seed", "drain-s", "rss-slope-mib-per-min", "p99-ms", "max-ms", "keep"])
+checkKnown(args, ["minutes", "out", "clients", "pause-ms", "seed", "drain-s", "rss-slope-mib-per-min", "warmup-min", "p99-ms", "max-ms", "keep"])
 const MINUTES = numberArg(args, "minutes", 5)
 const OUT = resolve(args.get("out") ?? "./soak-out")
 const CLIENTS = numberArg(args, "clients", 4)
@@ -38,6 +38,8 @@ const SEED = numberArg(args, "seed", 1)
 const DRAIN_S = numberArg(args, "drain-s", 120)
 /** memory is flat when the robust RSS slope over the second half of the load is at most this */
 const RSS_SLOPE_LIMIT = numberArg(args, "rss-slope-mib-per-min", 1)
+/** ...judged only after this warm-up (and only over the second half of the run) */
+const WARMUP_MIN = numberArg(args, "warmup-min", 10)
 /** latency is bounded when the 99th percentile of the connect→220 probes is at most this, and... */
 const P99_LIMIT_MS = numberArg(args, "p99-ms", 250)
 /** ...no probe took longer than this (a failed or timed-out probe counts as too long) */
@@ -195,12 +197,13 @@ const main = async (): Promise<number> => {
   // ---- samples, every 5 s
   writeFileSync(
     csvFile,
-    "t_s,rss_kb,cpu_pct,probe_p50_ms,probe_max_ms,probe_failures,queue_messages,queue_recipients,acked_msgs,acked_rcpts,delivered_copies,inject_failed,aborted_mid_data,hang_mode\n",
+    "t_s,rss_kb,cpu_pct,probe_p50_ms,probe_max_ms,probe_failures,queue_messages,queue_recipients,acked_msgs,acked_rcpts,delivered_copies,inject_failed,aborted_mid_data,hang_mode,db_kb,wal_kb,attempt_rows\n",
   )
   const rss: Array<readonly [number, number]> = []
   let lastCpu = readProc(pid).cpuTicks ?? 0
   let lastT = Date.now()
   let maxQueue = 0
+  let lastDisk = { dbBytes: 0, walBytes: 0, attempts: 0 }
   const sampleOnce = (): void => {
     ledger.collect()
     const now = Date.now()
@@ -215,6 +218,13 @@ const main = async (): Promise<number> => {
       /* leave -1: unreadable this time */
     }
     maxQueue = Math.max(maxQueue, q.recipients)
+    let disk = { dbBytes: -1024, walBytes: -1024, attempts: -1 }
+    try {
+      disk = dbFootprint(dataDir)
+    } catch {
+      /* leave -1 */
+    }
+    lastDisk = disk
     const t = (now - loadStart) / 1000
     if (p.rssKb !== null) rss.push([t, p.rssKb])
     const row = [
@@ -232,6 +242,9 @@ const main = async (): Promise<number> => {
       load.failed.size,
       aborted.size,
       hangMode,
+      Math.round(disk.dbBytes / 1024),
+      Math.round(disk.walBytes / 1024),
+      disk.attempts,
     ]
     appendFileSync(csvFile, `${row.join(",")}\n`)
     windowProbes = []
@@ -294,26 +307,27 @@ const main = async (): Promise<number> => {
   }
 
   // ---- the verdict
-  // memory: the robust slope of RSS over the second half of the load (the first half is warm-up: V8's
-  // heap, SQLite's page cache and the connection caches grow to their working size). RSS follows the
-  // hang cycle (the hanging destination's backlog is held in the active window, then drained), so the
-  // slope is taken over the median RSS of each whole 60 s cycle, which is phase-neutral; with fewer than
-  // 3 whole cycles in the second half (a run under 5 minutes) over the raw samples instead.
-  const half = loadS / 2
+  // memory: the robust slope of RSS over the second half of the load, and never inside the warm-up (V8's
+  // heap, SQLite's 32 MiB page cache filling as queue.db grows, the connection caches: measured at the
+  // default load, RSS climbs ~55 MiB in the first ~10 minutes, then stays within a few MiB). RSS also
+  // follows the hang cycle (the hanging destination's backlog sits in the active window until it heals)
+  // and its peaks depend on when V8 collects, so the points are the FLOOR (lowest sample) of each whole
+  // 60 s cycle, which a leak raises and a transient backlog does not. At least 3 such cycles are needed;
+  // a shorter run does not judge memory (and says so).
+  const judgeFrom = Math.max(loadS / 2, WARMUP_MIN * 60)
   const cycleS = (HANG_MS + OK_MS) / 1000
   const cycles: Array<readonly [number, number]> = []
   for (let c = 0; (c + 1) * cycleS <= loadS + 0.5; c++) {
     const inCycle = rss.filter(([t]) => t > c * cycleS && t <= (c + 1) * cycleS + 0.5).map(([, r]) => r)
-    if (inCycle.length > 0) cycles.push([(c + 0.5) * cycleS, quantile(inCycle, 0.5)])
+    if (inCycle.length > 0) cycles.push([(c + 0.5) * cycleS, Math.min(...inCycle)])
   }
-  const cyclesLate = cycles.filter(([t]) => t >= half)
-  const byCycle = cyclesLate.length >= 3
-  const secondHalf = byCycle ? cyclesLate : rss.filter(([t]) => t >= half && t <= loadS + 0.5)
-  const slopeMiBPerMin = (theilSen(secondHalf) * 60) / 1024
-  const rssFirst = secondHalf[0]?.[1] ?? NaN
-  const rssLast = secondHalf[secondHalf.length - 1]?.[1] ?? NaN
+  const judged = cycles.filter(([mid]) => mid - cycleS / 2 >= judgeFrom - 0.5)
+  const memoryJudged = judged.length >= 3
+  const slopeMiBPerMin = (theilSen(memoryJudged ? judged : cycles.slice(Math.floor(cycles.length / 2))) * 60) / 1024
+  const rssFirst = judged[0]?.[1] ?? NaN
+  const rssLast = judged[judged.length - 1]?.[1] ?? NaN
   const rssMax = Math.max(...rss.map(([, r]) => r))
-  const memoryOk = secondHalf.length >= 3 && slopeMiBPerMin <= RSS_SLOPE_LIMIT
+  const memoryOk = memoryJudged && slopeMiBPerMin <= RSS_SLOPE_LIMIT
 
   const dups = ledger.duplicates()
   const extraCopies = dups.reduce((s, [, n]) => s + n - 1, 0)
@@ -328,23 +342,27 @@ const main = async (): Promise<number> => {
   const latencyOk = probes.length > 0 && p99 <= P99_LIMIT_MS && pmax <= MAX_LIMIT_MS && probeFailures === 0
 
   const severe = severeLines(runDir)
-  const pass = memoryOk && lossOk && latencyOk && stopNote === ""
+  const pass = (memoryOk || !memoryJudged) && lossOk && latencyOk && stopNote === ""
   const rate = load.acked.size / loadS
   process.stdout.write(
     [
       `soak: ${(loadS / 60).toFixed(1)} min, ${load.acked.size} messages acknowledged (${rate.toFixed(1)}/s, ${load.ackedAddresses.size} recipients), ` +
         `${load.failed.size} injections failed, ${aborted.size} clients cut mid-DATA (${[...abortOutcomes].map(([k, v]) => `${k}: ${v}`).join(", ")}), queue peak ${maxQueue} recipients, ${frozen} cached connections frozen by hang phases, ${hangSrv.connections} connections to the hanging destination; CSV ${csvFile}`,
-      `  memory  ${memoryOk ? "FLAT   " : "GROWING"} RSS slope over the second half ${slopeMiBPerMin.toFixed(2)} MiB/min (limit ${RSS_SLOPE_LIMIT}); ` +
-        `${(rssFirst / 1024).toFixed(0)} → ${(rssLast / 1024).toFixed(0)} MiB over it, peak ${(rssMax / 1024).toFixed(0)} MiB, ` +
-        `${byCycle ? `medians of ${secondHalf.length} whole ${cycleS} s cycles` : `${secondHalf.length} raw samples (under 3 whole cycles)`}; ` +
-        `per-cycle medians ${cycles.map(([, r]) => (r / 1024).toFixed(0)).join(" ")} MiB`,
+      (memoryJudged
+        ? `  memory  ${memoryOk ? "FLAT   " : "GROWING"} RSS floor slope ${slopeMiBPerMin.toFixed(2)} MiB/min (limit ${RSS_SLOPE_LIMIT}) over the ${judged.length} whole ` +
+          `${cycleS} s cycles from ${(judgeFrom / 60).toFixed(1)} min on, ${(rssFirst / 1024).toFixed(0)} → ${(rssLast / 1024).toFixed(0)} MiB; peak ${(rssMax / 1024).toFixed(0)} MiB`
+        : `  memory  NOT JUDGED: fewer than 3 whole cycles after the ${WARMUP_MIN}-min warm-up and the first half (run at least ${Math.max(WARMUP_MIN + 3, 6)} min); ` +
+          `floor slope over the second half ${slopeMiBPerMin.toFixed(2)} MiB/min, peak ${(rssMax / 1024).toFixed(0)} MiB`) +
+        `; per-cycle floors ${cycles.map(([, r]) => (r / 1024).toFixed(0)).join(" ")} MiB`,
       `  loss    ${lossOk ? "NONE   " : "FAILED "} lost ${lostMessages.length} messages (${missing.length} recipients), stuck ${counts.recipients}, duplicates ${extraCopies}, ` +
         `delivered after a mid-DATA disconnect ${phantoms.length}, mis-addressed ${ledger.mismatches.length}, unknown ${ledger.unknown}; ` +
         `${drained ? `drained in ${drainS.toFixed(1)} s` : `NOT drained after ${drainS.toFixed(0)} s`}${died !== null ? `; ${died.slice(0, 300)}` : ""}`,
       `  latency ${latencyOk ? "BOUNDED" : "HIGH   "} connect→220 p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms (limit ${P99_LIMIT_MS}), max ${pmax.toFixed(1)} ms (limit ${MAX_LIMIT_MS}), ` +
         `${probes.length} probes, ${probeFailures} failed`,
+      `  disk    (not judged) queue.db ${(lastDisk.dbBytes / 1048576).toFixed(1)} MiB + WAL ${(lastDisk.walBytes / 1048576).toFixed(1)} MiB at the end (queue: ${counts.recipients} recipients); ` +
+        `${lastDisk.attempts} rows in the attempts log (${(lastDisk.attempts / Math.max(1, load.ackedAddresses.size)).toFixed(1)} per recipient)`,
       `  log lines at error ${severe.errors}, fatal ${severe.fatals}${stopNote !== "" ? `; ${stopNote}` : ""}`,
-      `soak: ${pass ? "PASS" : "FAIL"}`,
+      `soak: ${pass ? "PASS" : "FAIL"}${pass && !memoryJudged ? " (loss and latency; memory not judged: too short)" : ""}`,
     ].join("\n") + "\n",
   )
   if (!pass) {

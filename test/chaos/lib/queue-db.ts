@@ -2,7 +2,7 @@
 // a second reader on the WAL database. After a SIGKILL it shows exactly what was durable at the kill
 // (SQLite keeps committed transactions only), which is what the chaos driver's duplicate bound needs.
 import Database from "better-sqlite3"
-import { existsSync } from "node:fs"
+import { existsSync, statSync } from "node:fs"
 import { join, resolve } from "node:path"
 
 const dbFile = (dataDir: string): string => join(resolve(dataDir), "queue.db")
@@ -76,4 +76,18 @@ export const attemptsOf = (dataDir: string, queueIds: ReadonlyArray<string>): Ar
     const stmt = db.prepare("SELECT * FROM attempts WHERE queue_id = ? ORDER BY id")
     return queueIds.flatMap((q) => stmt.all(q) as Array<Record<string, unknown>>)
   })
+}
+
+/** The data folder's disk footprint: queue.db and its WAL in bytes, and the rows of the attempts log. */
+export const dbFootprint = (dataDir: string): { dbBytes: number; walBytes: number; attempts: number } => {
+  const size = (f: string): number => {
+    try {
+      return statSync(f).size
+    } catch {
+      return 0
+    }
+  }
+  const file = dbFile(dataDir)
+  const attempts = existsSync(file) ? withDb(dataDir, (db) => (db.prepare("SELECT count(*) AS n FROM attempts").get() as { n: number }).n) : 0
+  return { dbBytes: size(file), walBytes: size(`${file}-wal`), attempts }
 }

@@ -216,16 +216,25 @@ export class SmtpSession implements OutboundSession {
     return new Promise((resolve) => {
       // Postfix's smtp_rset_timeout: a cached session that does not answer RSET soon is dropped, and the
       // delivery opens a fresh one instead of waiting out the long data timeout.
-      const timer = setTimeout(() => {
-        this.broken = true
-        this.conn.close()
-        resolve(false)
-      }, RSET_TIMEOUT_MS)
-      this.conn.reset((err) => {
+      let done = false
+      const settle = (ok: boolean) => {
+        if (done) return
+        done = true
         clearTimeout(timer)
-        if (err) this.broken = true
-        resolve(!err)
-      })
+        this.conn.removeListener("error", onGone)
+        this.conn.removeListener("end", onGone)
+        if (!ok) this.broken = true
+        resolve(ok)
+      }
+      // nodemailer drops a pending RSET callback when the socket times out or closes: hear that directly.
+      const onGone = () => settle(false)
+      const timer = setTimeout(() => {
+        this.conn.close()
+        settle(false)
+      }, RSET_TIMEOUT_MS)
+      this.conn.once("error", onGone)
+      this.conn.once("end", onGone)
+      this.conn.reset((err) => settle(!err))
     })
   }
 

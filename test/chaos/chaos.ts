@@ -20,9 +20,10 @@ import { join } from "node:path"
 import { startBadServer, type BadServer } from "../support/bad-server.js"
 import { freePort } from "../support/child.js"
 import { startReceiver, type Receiver } from "../support/receiver.js"
-import { checkKnown, numberArg, parseArgs, sleep, waitUntil } from "./lib/args.js"
+import { checkKnown, numberArg, parseArgs, sleep } from "./lib/args.js"
 import { grepLogs, severeLines } from "./lib/evidence.js"
 import { Ledger, badServerSink, receiverSink } from "./lib/ledger.js"
+import { missingOf, waitForDrain } from "./lib/drain.js"
 import { Load } from "./lib/load.js"
 import { chaosConfig, killStartedPosterns, startPostern, writeConfigFile, type Incarnation } from "./lib/postern.js"
 import { attemptsOf, queueCounts, queueRows, queuedAddresses } from "./lib/queue-db.js"
@@ -240,28 +241,13 @@ const main = async (): Promise<number> => {
   const tLoadEnd = Date.now()
   say(`load stopped: attempted ${ld.attempted}, acknowledged ${ld.acked.size}, failed ${ld.failed.size}; draining (at most ${DRAIN_S} s)`)
 
-  let missing: Array<string> = []
-  let counts = { messages: 0, recipients: 0, queuedRecipients: 0 }
-  const drained = await waitUntil(
-    () => {
-      led.collect()
-      missing = [...ld.ackedAddresses.keys()].filter((a) => !led.has(a))
-      try {
-        counts = queueCounts(dataDir)
-      } catch {
-        return false
-      }
-      return missing.length === 0 && counts.recipients === 0
-    },
-    DRAIN_S * 1000,
-    250,
-  )
+  const { drained } = await waitForDrain(ld, led, dataDir, DRAIN_S * 1000, 250)
   // Stay a little longer than maximalBackoffTime: a late second copy would show now.
   await watchfulSleep(2_500)
   led.collect()
   const drainMs = Date.now() - tLoadEnd
-  missing = [...ld.ackedAddresses.keys()].filter((a) => !led.has(a))
-  counts = queueCounts(dataDir)
+  const missing = missingOf(ld, led)
+  const counts = queueCounts(dataDir)
   say(`${drained ? "drained" : "NOT drained"} ${drainMs} ms after the load stopped; ${missing.length} acked recipients missing, ${counts.recipients} recipients queued`)
 
   const stuckRows = counts.recipients > 0 ? queueRows(dataDir) : []

@@ -18,9 +18,10 @@ import { startBadServer, type BadServer } from "../support/bad-server.js"
 import { freePort } from "../support/child.js"
 import { makeMessage } from "../support/inject.js"
 import { startReceiver, type Receiver } from "../support/receiver.js"
-import { checkKnown, numberArg, parseArgs, sleep, waitUntil } from "./lib/args.js"
+import { checkKnown, numberArg, parseArgs, sleep } from "./lib/args.js"
 import { grepLogs, severeLines } from "./lib/evidence.js"
 import { Ledger, badServerSink, receiverSink } from "./lib/ledger.js"
+import { missingOf, waitForDrain } from "./lib/drain.js"
 import { FROM, Load } from "./lib/load.js"
 import { startFreezer, type Freezer } from "./lib/freezer.js"
 import { chaosConfig, killStartedPosterns, startPostern, writeConfigFile, type Incarnation } from "./lib/postern.js"
@@ -271,29 +272,14 @@ const main = async (): Promise<number> => {
   await hangSrv.setMode("ok")
   const loadS = (Date.now() - loadStart) / 1000
   say(`load stopped after ${loadS.toFixed(0)} s: attempted ${load.attempted}, acknowledged ${load.acked.size}, failed ${load.failed.size}; draining (at most ${DRAIN_S} s)`)
-  let missing: Array<string> = []
-  let counts = { messages: 0, recipients: 0, queuedRecipients: 0 }
   const drainStart = Date.now()
-  const drained =
-    died === null &&
-    (await waitUntil(
-      () => {
-        ledger.collect()
-        missing = [...load.ackedAddresses.keys()].filter((a) => !ledger.has(a))
-        try {
-          counts = queueCounts(dataDir)
-        } catch {
-          return false
-        }
-        return missing.length === 0 && counts.recipients === 0
-      },
-      DRAIN_S * 1000,
-      500,
-    ))
+  const drain = died === null ? await waitForDrain(load, ledger, dataDir, DRAIN_S * 1000, 500) : null
+  const drained = drain?.drained ?? false
+  let counts = drain?.counts ?? { messages: 0, recipients: 0, queuedRecipients: 0 }
   const drainS = (Date.now() - drainStart) / 1000
   await sleep(2_500) // longer than maximalBackoffTime: a late second copy would show now
   sampleOnce()
-  missing = [...load.ackedAddresses.keys()].filter((a) => !ledger.has(a))
+  const missing = missingOf(load, ledger)
   try {
     counts = queueCounts(dataDir)
   } catch {

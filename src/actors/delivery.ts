@@ -1,12 +1,12 @@
 // The delivery agents (Postfix's smtp, lmtp, discard, error): one delivery actor per attempt. For smtp
-// and lmtp this hosts the delivery machine, providing its three I/O actors (resolve, open a session or
-// take one from the connection cache, transfer). A delivery actor that fails is not restarted: its
+// and lmtp this hosts the delivery machine and does the I/O it asks for in its entry actions (resolve,
+// open a session or take one from the connection cache, transfer), answering each with an event. A delivery actor that fails is not restarted: its
 // recipients are deferred and the queue manager (its predecessor) retries them later.
 import { isIP } from "node:net"
 import { Readable } from "node:stream"
-import { createActor, fromPromise, type ActorRefFrom } from "xstate"
+import { createActor, type ActorRefFrom } from "xstate"
 import type { PosternConfig } from "../config/types.js"
-import { deliveryMachine, type DeliveryOutput } from "../machines/delivery.js"
+import { currentTarget, deliveryMachine, type DeliveryEvent, type DeliveryOutput } from "../machines/delivery.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import type { RngShape } from "../runtime/rng.js"
@@ -93,21 +93,42 @@ export class DeliveryAgent {
 
   constructor(private readonly deps: DeliveryAgentDeps) {
     this.cache = new ConnectionCache(deps.clock)
+    // Each effect runs outside the machine and reports back with an event; an attempt that was stopped
+    // meanwhile (lease expiry, shutdown) hears nothing more.
+    const answer = (self: { getSnapshot(): { status: string }; send(e: DeliveryEvent): void }, work: Promise<DeliveryEvent>, onError: (error: unknown) => DeliveryEvent) => {
+      work.then(
+        (event) => {
+          if (self.getSnapshot().status === "active") self.send(event)
+        },
+        (error: unknown) => {
+          if (self.getSnapshot().status === "active") self.send(onError(error))
+        },
+      )
+    }
     this.machine = deliveryMachine.provide({
-      actors: {
-        resolveTargets: fromPromise(async ({ input }) => {
-          const nexthop = parseNexthop(input.nexthop, defaultPortOf(this.requests.get(input.deliveryId)?.route))
-          if (nexthop === undefined) {
-            return { kind: "failed" as const, permanent: true, dsn: "5.3.5", reason: `bad nexthop syntax: ${input.nexthop}` }
-          }
-          const resolved = await resolveTargets(nexthop, this.deps.dns, this.deps.rng)
-          const primary = nexthop.mxLookup ? this.withoutOurselves(resolved, nexthop.host) : resolved
-          return this.withFallbackRelays(primary)
-        }),
-        openSession: fromPromise(async ({ input }) => this.openSession(input.deliveryId, input.target)),
-        transfer: fromPromise(async ({ input }) => this.transfer(input.deliveryId, input.recipients)),
+      actions: {
+        lookUpServers: ({ context, self }) =>
+          answer(self, this.lookUpServers(context.deliveryId, context.nexthop).then((result) => ({ type: "lookup.done", result })), (error) => ({ type: "lookup.error", error })),
+        openSession: ({ context, self }) =>
+          answer(
+            self,
+            this.openSession(context.deliveryId, currentTarget(context)).then((r) => (r === "ready" ? { type: "session.opened" } : { type: "session.refused", result: r })),
+            (error) => ({ type: "session.error", error }),
+          ),
+        transferMail: ({ context, self }) =>
+          answer(self, this.transfer(context.deliveryId, context.pending).then((result) => ({ type: "transfer.done", result })), (error) => ({ type: "transfer.error", error })),
       },
     })
+  }
+
+  private async lookUpServers(deliveryId: string, text: string): Promise<TargetsResult> {
+    const nexthop = parseNexthop(text, defaultPortOf(this.requests.get(deliveryId)?.route))
+    if (nexthop === undefined) {
+      return { kind: "failed" as const, permanent: true, dsn: "5.3.5", reason: `bad nexthop syntax: ${text}` }
+    }
+    const resolved = await resolveTargets(nexthop, this.deps.dns, this.deps.rng)
+    const primary = nexthop.mxLookup ? this.withoutOurselves(resolved, nexthop.host) : resolved
+    return this.withFallbackRelays(primary)
   }
 
   /** Runs one delivery to its end. Never rejects: a failing agent defers its recipients. */

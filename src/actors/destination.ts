@@ -38,12 +38,15 @@ export class DestinationQueue {
   /** destinationRateDelay: no new delivery before this time (epoch ms). */
   private pausedUntil = 0
   private pauseTimer: unknown = null
+  /** When work last came or went (epoch ms): an idle queue is kept a while before it is dropped. */
+  private lastActivity: number
 
   constructor(
     readonly key: string,
     private readonly input: DestinationInput,
     private readonly deps: DestinationDeps,
   ) {
+    this.lastActivity = deps.clock.now()
     supervise(
       {
         id: `destination/${key}`,
@@ -64,6 +67,7 @@ export class DestinationQueue {
   }
 
   enqueue(request: DeliveryRequest): void {
+    this.lastActivity = this.deps.clock.now()
     this.todo.push(request)
     this.pump()
   }
@@ -83,10 +87,13 @@ export class DestinationQueue {
         : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.length }
   }
 
-  /** True when nothing is queued or in flight and the destination is not dead (it may be dropped). */
-  isIdle(): boolean {
+  /**
+   * True when nothing is queued or in flight, the destination is not dead, and nothing came or went for
+   * `forMs` (it may be dropped).
+   */
+  isIdle(forMs = 0): boolean {
     const s = this.actor.getSnapshot()
-    return this.todo.length === 0 && s.context.busy === 0 && s.value !== "dead"
+    return this.todo.length === 0 && s.context.busy === 0 && s.value !== "dead" && this.deps.clock.now() - this.lastActivity >= forMs
   }
 
   /** Starts no new delivery from now on (shutdown); those in flight run to their end. */
@@ -145,6 +152,7 @@ export class DestinationQueue {
           siteFailure: output.siteFailure,
           reason: Object.values(output.verdicts)[0]?.reply ?? "unknown",
         })
+        this.lastActivity = this.deps.clock.now()
         this.deps.done(request, output, this.deps.clock.now() - started)
         this.pump()
       })

@@ -43,6 +43,10 @@ export interface QmgrDeps {
 /** Messages loaded per scan of the due index. */
 const SCAN_BATCH = 1_000
 const MAX_TIMER_MS = 2 ** 31 - 1
+/** An idle destination queue is kept this long (its window and feedback with it) before it is dropped. */
+const DESTINATION_KEEP_MS = 5 * 60_000
+/** Past this many destination queues, idle ones are dropped at once. */
+const MAX_IDLE_DESTINATIONS = 10_000
 
 interface ActiveEntry {
   readonly message: ActiveMessage
@@ -511,14 +515,16 @@ export class QueueManager {
   /**
    * Idle destination queues are dropped (memory is bounded by active work, not by how many nexthops
    * were ever seen), but not at once: a destination that served the last message is likely to serve the
-   * next, and rebuilding its actors per message would cost more than keeping them a while.
+   * next, and rebuilding its actors per message would cost more than keeping them a while. A queue idle
+   * for DESTINATION_KEEP_MS goes; past MAX_IDLE_DESTINATIONS held, every idle one goes.
    */
   private sweepIdleDestinations(): void {
     const now = this.deps.clock.now()
-    if (now - this.lastSweep < 30_000 && this.destinations.size <= 1000) return
+    const crowded = this.destinations.size > MAX_IDLE_DESTINATIONS
+    if (now - this.lastSweep < 30_000 && !crowded) return
     this.lastSweep = now
     for (const [key, d] of this.destinations) {
-      if (d.isIdle()) {
+      if (d.isIdle(crowded ? 0 : DESTINATION_KEEP_MS)) {
         d.stop()
         this.destinations.delete(key)
       }

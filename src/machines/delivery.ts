@@ -1,9 +1,11 @@
 // One delivery attempt (Postfix's smtp(8) for one request): up to `destinationRecipientLimit` recipients
 // of one message to one nexthop. It resolves the nexthop's servers, connects (or reuses a cached
 // session), transfers, and walks to the next server as Postfix's failure policy allows. Its output is a
-// verdict per recipient and whether the whole site failed. Never persisted or restored: after a crash its
-// recipients come back through recovery, so the mail is never sent twice by a restored invoke.
-import { assign, fromPromise, setup } from "xstate"
+// verdict per recipient and whether the whole site failed. The I/O is the host's: each state names the
+// work it needs as an entry action (lookUpServers, openSession, transferMail) and waits for the host's
+// event with the result. Never persisted or restored: after a crash its recipients come back through
+// recovery, so the mail is never sent twice by a restored attempt.
+import { assign, setup } from "xstate"
 import type { Target, TargetsResult } from "../transport/mx.js"
 import {
   classifyAttempt,
@@ -40,7 +42,21 @@ export interface DeliveryContext {
   readonly relay: string | null
 }
 
-const notProvided = (name: string) => () => Promise.reject(new Error(`delivery actor "${name}" was not provided by the host`))
+/** What the host reports back, one event per piece of work the machine asked for. */
+export type DeliveryEvent =
+  | { readonly type: "lookup.done"; readonly result: TargetsResult }
+  | { readonly type: "lookup.error"; readonly error: unknown }
+  | { readonly type: "session.opened" }
+  | { readonly type: "session.refused"; readonly result: AttemptResult }
+  | { readonly type: "session.error"; readonly error: unknown }
+  | { readonly type: "transfer.done"; readonly result: AttemptResult }
+  | { readonly type: "transfer.error"; readonly error: unknown }
+
+const notProvided = (name: string) => () => {
+  throw new Error(`delivery effect "${name}" was not provided by the host`)
+}
+
+const messageOf = (error: unknown): string => String((error as Error)?.message ?? error)
 
 const serverName = (t: Target | undefined): string => (t === undefined ? "unknown" : `${t.hostname}[${t.address}]:${t.port}`)
 
@@ -67,19 +83,19 @@ export const deliveryMachine = setup({
   types: {
     context: {} as DeliveryContext,
     input: {} as DeliveryInput,
+    events: {} as DeliveryEvent,
     output: {} as DeliveryOutput,
-  },
-  actors: {
-    resolveTargets: fromPromise<TargetsResult, { deliveryId: string; nexthop: string }>(notProvided("resolveTargets")),
-    /** Opens (or takes from the cache) a session to the target; "ready" or where it failed. */
-    openSession: fromPromise<"ready" | AttemptResult, { deliveryId: string; target: Target }>(notProvided("openSession")),
-    /** Runs one mail transaction for the pending recipients on the open session. */
-    transfer: fromPromise<AttemptResult, { deliveryId: string; recipients: ReadonlyArray<string> }>(notProvided("transfer")),
   },
   guards: {
     hasNextServer: ({ context }) => context.pending.length > 0 && context.index + 1 < context.targets.length,
   },
   actions: {
+    /** The host looks up the nexthop's servers (MX, then addresses) and answers lookup.done / lookup.error. */
+    lookUpServers: notProvided("lookUpServers"),
+    /** The host opens (or takes from its cache) a session to the current server: session.opened / .refused / .error. */
+    openSession: notProvided("openSession"),
+    /** The host runs one mail transaction for the pending recipients: transfer.done / transfer.error. */
+    transferMail: notProvided("transferMail"),
     failAllOnLookup: assign(({ context }, result: TargetsResult) => {
       if (result.kind !== "failed") return {}
       const verdicts = { ...context.verdicts }
@@ -113,28 +129,27 @@ export const deliveryMachine = setup({
     },
     resolving: {
       description: "Looking up the nexthop's servers (MX, then addresses), unless it is bracketed.",
-      invoke: {
-        src: "resolveTargets",
-        input: ({ context }) => ({ deliveryId: context.deliveryId, nexthop: context.nexthop }),
-        onDone: [
+      entry: "lookUpServers",
+      on: {
+        "lookup.done": [
           {
-            guard: ({ event }) => event.output.kind === "failed",
-            actions: { type: "failAllOnLookup", params: ({ event }) => event.output },
+            guard: ({ event }) => event.result.kind === "failed",
+            actions: { type: "failAllOnLookup", params: ({ event }) => event.result },
             target: "finished",
           },
           {
-            actions: assign({ targets: ({ event }) => (event.output.kind === "targets" ? event.output.targets : []) }),
+            actions: assign({ targets: ({ event }) => (event.result.kind === "targets" ? event.result.targets : []) }),
             target: "connecting",
           },
         ],
-        onError: {
+        "lookup.error": {
           actions: {
             type: "failAllOnLookup",
             params: ({ event }) => ({
               kind: "failed" as const,
               permanent: false,
               dsn: "4.4.3",
-              reason: `lookup of the nexthop failed: ${String((event.error as Error)?.message ?? event.error)}`,
+              reason: `lookup of the nexthop failed: ${messageOf(event.error)}`,
             }),
           },
           target: "finished",
@@ -143,39 +158,25 @@ export const deliveryMachine = setup({
     },
     connecting: {
       description: "Opening a session with the current server: TCP connect, greeting, EHLO (or a cached session).",
-      invoke: {
-        src: "openSession",
-        input: ({ context }) => ({ deliveryId: context.deliveryId, target: context.targets[context.index]! }),
-        onDone: [
-          { guard: ({ event }) => event.output === "ready", target: "transferring" },
-          {
-            actions: { type: "absorbResult", params: ({ event }) => event.output as AttemptResult },
-            target: "choosingServer",
-          },
-        ],
-        onError: {
-          actions: {
-            type: "absorbResult",
-            params: ({ event }) => ({ stage: "connect" as const, reason: String((event.error as Error)?.message ?? event.error) }),
-          },
+      entry: "openSession",
+      on: {
+        "session.opened": { target: "transferring" },
+        "session.refused": { actions: { type: "absorbResult", params: ({ event }) => event.result }, target: "choosingServer" },
+        "session.error": {
+          actions: { type: "absorbResult", params: ({ event }) => ({ stage: "connect" as const, reason: messageOf(event.error) }) },
           target: "choosingServer",
         },
       },
     },
     transferring: {
       description: "MAIL, RCPT and DATA for the recipients still pending, on the open session.",
-      invoke: {
-        src: "transfer",
-        input: ({ context }) => ({ deliveryId: context.deliveryId, recipients: context.pending }),
-        onDone: { actions: { type: "absorbResult", params: ({ event }) => event.output }, target: "choosingServer" },
-        onError: {
+      entry: "transferMail",
+      on: {
+        "transfer.done": { actions: { type: "absorbResult", params: ({ event }) => event.result }, target: "choosingServer" },
+        "transfer.error": {
           actions: {
             type: "absorbResult",
-            params: ({ event }) => ({
-              stage: "io" as const,
-              reason: String((event.error as Error)?.message ?? event.error),
-              sessionCompleted: false,
-            }),
+            params: ({ event }) => ({ stage: "io" as const, reason: messageOf(event.error), sessionCompleted: false }),
           },
           target: "choosingServer",
         },
@@ -191,3 +192,6 @@ export const deliveryMachine = setup({
     },
   },
 })
+
+/** The current server of a delivery in `connecting` or `transferring`. */
+export const currentTarget = (context: DeliveryContext): Target => context.targets[context.index]!

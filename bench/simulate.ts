@@ -3,14 +3,17 @@
 // and a few dead domains, under Postfix's defaults; run until every message is delivered, bounced or
 // expired. Prints the wall and CPU time on stdout (not a test: a benchmark to compare across versions).
 //
-//   node --import tsx bench/simulate.ts [--messages 100000] [--seed 1] [--out DIR]
+//   npm run build && node --import tsx bench/simulate.ts [--messages 100000] [--seed 1] [--out DIR]
 // Without --out the run folder goes to a temporary directory that is removed afterwards.
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
-import { decodeScenario } from "../src/sim/scenario.js"
-import { simulate } from "../src/sim/simulate.js"
+// The engine under test is the built one (dist/, what `postern simulate` runs; `npm run bench` builds
+// first), typed by its sources.
+const dist = (path: string) => new URL(`../dist/${path}`, import.meta.url).href
+const { decodeScenario } = (await import(dist("sim/scenario.js"))) as typeof import("../src/sim/scenario.js")
+const { simulate } = (await import(dist("sim/simulate.js"))) as typeof import("../src/sim/simulate.js")
 
 const { values } = parseArgs({
   options: { messages: { type: "string" }, seed: { type: "string" }, out: { type: "string" } },

@@ -1,11 +1,26 @@
 // One outbound SMTP or LMTP session over nodemailer's SMTPConnection (the well-kept client we build on):
-// connect + greeting + EHLO, then any number of mail transactions with RSET between them. Every failure
-// comes back as an AttemptResult for smtp-outcome.ts, never as a thrown error.
-import { connect as netConnect } from "node:net"
+// connect (TCP, or a UNIX socket for LMTP) + greeting + EHLO/LHLO + STARTTLS as the TLS level asks, then
+// any number of mail transactions with RSET between them. Every failure comes back as an AttemptResult
+// for smtp-outcome.ts, never as a thrown error.
+import { connect as netConnect, type Socket } from "node:net"
 import type { Readable } from "node:stream"
+import type { PeerCertificate, TLSSocket } from "node:tls"
 import SMTPConnection from "nodemailer/lib/smtp-connection"
-import type { AttemptResult, RcptRejection } from "./smtp-outcome.js"
-import type { Target } from "./mx.js"
+import type { TlsLevel } from "../config/types.js"
+import { describeTarget, type Target } from "./mx.js"
+import { oneLine as oneLineOf, type AttemptResult, type RcptRejection } from "./smtp-outcome.js"
+import { certificateNames, describeChainError, matchesExpectedName, type TlsInfo } from "./tls-check.js"
+
+const certificateNamesOf = (cert: PeerCertificate): string => certificateNames(cert).join(", ") || "none"
+
+/** What TLS a session must (or may) have: the level, and for verify the names and the trusted CAs. */
+export interface SessionTls {
+  readonly level: TlsLevel
+  /** verify: the certificate must carry one of these (host names, or `.domain` for its subdomains). */
+  readonly expectedNames: ReadonlyArray<string>
+  /** PEM CAs trusted at verify (smtpTlsCaFile); null = Node's bundled Mozilla roots. */
+  readonly ca: string | null
+}
 
 export interface SessionOptions {
   readonly target: Target
@@ -14,6 +29,7 @@ export interface SessionOptions {
   readonly connectTimeout: number
   readonly heloTimeout: number
   readonly dataTimeout: number
+  readonly tls: SessionTls
 }
 
 export interface OutboundEnvelope {
@@ -39,6 +55,7 @@ const describe = (e: NodemailerError): string => {
   if (e.code === "ECONNRESET") return "Connection reset by peer"
   if (e.code === "ECONNREFUSED") return "Connection refused"
   if (e.code === "ETIMEDOUT") return "Connection timed out"
+  if (original === "ENOENT" || e.code === "ENOENT") return "No such file or directory"
   return e.message.replace(/\s+/g, " ").slice(0, 300)
 }
 
@@ -52,6 +69,8 @@ export interface OutboundSession {
   readonly usable: boolean
   readonly lastClean: boolean
   readonly relay: string
+  /** The TLS of this session, or null in plaintext (modelled sessions leave it out). */
+  readonly tls?: TlsInfo | null
   supports(extension: string): boolean
   send(envelope: OutboundEnvelope, body: Buffer | Readable): Promise<AttemptResult>
   reset(): Promise<boolean>
@@ -66,6 +85,27 @@ export const isSession = (x: OutboundSession | AttemptResult): x is OutboundSess
 /** Postfix's smtp_rset_timeout default. */
 const RSET_TIMEOUT_MS = 20_000
 
+/** nodemailer keeps no text for the LMTP recipients it accepted after DATA; this is where it hears each one. */
+type LmtpStreamAction = (recipient: string, final: boolean, str: string, callback: unknown) => void
+
+/**
+ * Records every per-recipient reply an LMTP server sends after the final dot, by wrapping the instance's
+ * handler of those replies (nodemailer's `_actionLMTPStream`, called once per recipient). Null when this
+ * nodemailer has no such handler: LMTP delivery then refuses to run rather than invent replies.
+ */
+const recordLmtpReplies = (conn: SMTPConnection, replies: Map<string, string>): boolean => {
+  const internals = conn as unknown as { _actionLMTPStream?: LmtpStreamAction }
+  const original = internals._actionLMTPStream
+  if (typeof original !== "function") return false
+  internals._actionLMTPStream = function (this: unknown, recipient, final, str, callback) {
+    replies.set(recipient, str)
+    original.call(this, recipient, final, str, callback)
+  }
+  return true
+}
+
+const isIpLiteral = (host: string): boolean => /^[\d.]+$/.test(host) || host.includes(":")
+
 export class SmtpSession implements OutboundSession {
   /** Transactions completed on this connection. */
   transactions = 0
@@ -76,7 +116,9 @@ export class SmtpSession implements OutboundSession {
     private readonly conn: SMTPConnection,
     readonly target: Target,
     readonly openedAt: number,
-    private readonly lmtp = false,
+    readonly tls: TlsInfo | null,
+    /** LMTP: the replies after DATA of the transaction in progress, by recipient; null for SMTP. */
+    private readonly lmtpReplies: Map<string, string> | null,
   ) {
     conn.on("error", () => {
       this.broken = true
@@ -90,9 +132,9 @@ export class SmtpSession implements OutboundSession {
     return !this.broken
   }
 
-  /** The server's name for logs: host[address]:port. */
+  /** The server's name for logs: host[address]:port (host[/path] for a UNIX socket). */
   get relay(): string {
-    return `${this.target.hostname}[${this.target.address}]:${this.target.port}`
+    return describeTarget(this.target)
   }
 
   /** Whether the server announced an ESMTP extension (e.g. "SMTPUTF8"). */
@@ -109,8 +151,11 @@ export class SmtpSession implements OutboundSession {
         settled = true
         resolve(r)
       }
-      // The TCP connect alone is bounded by smtpConnectTimeout (Postfix's smtp_connect_timeout).
-      const socket = netConnect({ host: options.target.address, port: options.target.port })
+      const { target, tls } = options
+      const relay = describeTarget(target)
+      // The connect alone is bounded by smtpConnectTimeout (Postfix's smtp_connect_timeout).
+      const socket: Socket =
+        target.socketPath !== undefined ? netConnect({ path: target.socketPath }) : netConnect({ host: target.address, port: target.port })
       const connectTimer = setTimeout(() => {
         socket.destroy()
         finish({ stage: "connect", reason: "Connection timed out" })
@@ -123,45 +168,102 @@ export class SmtpSession implements OutboundSession {
       socket.once("connect", () => {
         clearTimeout(connectTimer)
         socket.removeAllListeners("error")
+        // At verify the certificate's names are checked against the policy's (not just the host we
+        // dialled); the mismatch is remembered here to say why, node only keeps a code.
+        let nameMismatch: string | null = null
+        const checkServerIdentity = (_host: string, cert: PeerCertificate): Error | undefined => {
+          if (matchesExpectedName(cert, tls.expectedNames)) return undefined
+          nameMismatch = `certificate names (${certificateNamesOf(cert)}) do not match ${tls.expectedNames.join(" or ")}`
+          return Object.assign(new Error(nameMismatch), { code: "ERR_TLS_CERT_ALTNAME_INVALID" })
+        }
         // Greeting and EHLO: smtpHeloTimeout (smtp_helo_timeout), as the idle timeout of the handshake.
         const conn = new SMTPConnection({
           connection: socket,
+          // the server's name: SNI and the default certificate name check (never an IP address as SNI)
+          host: target.hostname,
+          ...(target.socketPath === undefined && !isIpLiteral(target.hostname) ? { servername: target.hostname } : {}),
           name: options.heloName,
           lmtp: options.lmtp,
-          ignoreTLS: true,
+          // none: never STARTTLS; may: STARTTLS when offered, a refused STARTTLS goes on in plaintext;
+          // encrypt/verify: STARTTLS when offered, and no session at all without it (checked below).
+          ignoreTLS: tls.level === "none",
+          opportunisticTLS: tls.level === "may",
+          tls: {
+            // the chain is judged below (verify) or only reported (may, encrypt), never a reason to drop here
+            rejectUnauthorized: false,
+            ...(tls.level === "verify" ? { checkServerIdentity } : {}),
+            ...(tls.level === "verify" && tls.ca !== null ? { ca: tls.ca } : {}),
+          },
           connectionTimeout: options.heloTimeout,
           greetingTimeout: options.heloTimeout,
           socketTimeout: options.heloTimeout,
           logger: false,
           debug: false,
         })
+        const lmtpReplies = options.lmtp ? new Map<string, string>() : null
+        if (lmtpReplies !== null && !recordLmtpReplies(conn, lmtpReplies)) {
+          conn.close()
+          finish({ stage: "local", permanent: false, dsn: "4.3.5", reason: "this nodemailer cannot report LMTP replies per recipient (no _actionLMTPStream)" })
+          return
+        }
         const phase = (): string =>
           conn.lastServerResponse ? "while performing the EHLO handshake" : "while receiving the initial server greeting"
+        /** A failure while setting the session up, as smtp-outcome.ts classifies it. */
+        const setupFailure = (e: NodemailerError): AttemptResult => {
+          if (e.code === "ETLS" && e.response !== undefined) {
+            return { stage: "tls", dsn: "4.7.5", reason: `TLS is required, but host ${relay} refused to start TLS: ${oneLineOf(e.response)}`, handshake: false }
+          }
+          if (e.code === "ETLS" || conn.upgrading === true) {
+            return { stage: "tls", dsn: "4.7.5", reason: `Cannot start TLS: handshake failure with ${relay}: ${describe(e)}`, handshake: true }
+          }
+          if (e.response !== undefined) return { stage: "greeting", reply: e.response }
+          return { stage: "io", reason: `${describe(e)} ${phase()}`, sessionCompleted: false }
+        }
         conn.once("error", (e: NodemailerError) => {
-          const where = phase()
+          const failure = setupFailure(e)
           conn.close()
-          if (e.response !== undefined) finish({ stage: "greeting", reply: e.response })
-          else finish({ stage: "io", reason: `${describe(e)} ${where}`, sessionCompleted: false })
+          finish(failure)
         })
         conn.connect((err?: NodemailerError) => {
           if (settled) return
           if (err) {
-            const where = phase()
+            const failure = setupFailure(err)
             conn.close()
-            finish({ stage: "io", reason: `${describe(err)} ${where}`, sessionCompleted: false })
+            finish(failure.stage === "greeting" ? { stage: "io", reason: `${describe(err)} ${phase()}`, sessionCompleted: false } : failure)
             return
           }
           // A server that names itself with our own hostname is us: the mail would loop (Postfix's
-          // "host X greeted me with my own hostname"), so nothing is sent.
+          // "host X greeted me with my own hostname"), so nothing is sent. Not for LMTP: a local delivery
+          // agent may well share our name, and Postfix's lmtp(8) does no loop detection either.
           const greeted = /^\d{3}[ -](\S+)/.exec(String(conn.lastServerResponse || ""))?.[1]?.toLowerCase()
-          if (greeted !== undefined && greeted === options.heloName.toLowerCase()) {
+          if (!options.lmtp && greeted !== undefined && greeted === options.heloName.toLowerCase()) {
             conn.close()
-            finish({ stage: "local", permanent: true, dsn: "5.4.6", reason: `mail loops back to myself: ${options.target.address}:${options.target.port} greeted me with my own hostname ${options.heloName}` })
+            finish({ stage: "local", permanent: true, dsn: "5.4.6", reason: `mail loops back to myself: ${target.address}:${target.port} greeted me with my own hostname ${options.heloName}` })
             return
           }
+          const tlsSocket = conn.secure && conn._socket ? (conn._socket as TLSSocket) : null
+          if (tlsSocket === null && (tls.level === "encrypt" || tls.level === "verify")) {
+            conn.close()
+            finish({ stage: "tls", dsn: "4.7.4", reason: `TLS is required, but was not offered by host ${relay}`, handshake: false })
+            return
+          }
+          if (tlsSocket !== null && tls.level === "verify" && !tlsSocket.authorized) {
+            const why = nameMismatch ?? describeChainError(String(tlsSocket.authorizationError))
+            conn.close()
+            finish({ stage: "tls", dsn: "4.7.5", reason: `Server certificate not verified: ${relay}: ${why}`, handshake: false })
+            return
+          }
+          const info: TlsInfo | null =
+            tlsSocket === null
+              ? null
+              : {
+                  protocol: tlsSocket.getProtocol() ?? "TLS",
+                  cipher: tlsSocket.getCipher()?.name ?? "unknown",
+                  trust: tls.level === "verify" ? "Verified" : tlsSocket.authorized ? "Trusted" : "Untrusted",
+                }
           // the session is up: from now on the idle timeout is smtpDataDoneTimeout
           if (conn._socket) conn._socket.setTimeout(options.dataTimeout)
-          finish(new SmtpSession(conn, options.target, now, options.lmtp))
+          finish(new SmtpSession(conn, target, now, info, lmtpReplies))
         })
       })
     })
@@ -175,22 +277,35 @@ export class SmtpSession implements OutboundSession {
       size: envelope.size,
       use8BitMime: envelope.eightBit,
     }
+    this.lmtpReplies?.clear()
     return new Promise((resolve) => {
       this.lastClean = false
       this.conn.send(env, body, (err: NodemailerError | null, info) => {
         const state = env as unknown as { accepted?: Array<string>; rejectedErrors?: Array<NodemailerError> }
-        const rejected: Array<RcptRejection> = (state.rejectedErrors ?? info?.rejectedErrors ?? []).map((r) => ({
+        const errors = state.rejectedErrors ?? info?.rejectedErrors ?? []
+        const rejectionOf = (r: NodemailerError): RcptRejection => ({
           address: r.recipient ?? "",
           reply: r.response ?? `${r.responseCode ?? 450} ${r.message}`,
-        }))
+        })
+        const rejected: Array<RcptRejection> = errors.map(rejectionOf)
         const accepted = [...(info?.accepted ?? state.accepted ?? [])]
         if (err === null) {
           this.transactions++
           this.lastClean = true
-          // LMTP answers once per recipient after DATA; nodemailer keeps the failures (in `rejected`) and
-          // leaves only the recipients whose reply was 2xx in `accepted`, without their text.
-          const perRecipient = this.lmtp ? accepted.map((address) => ({ address, reply: "250 2.0.0 delivered (LMTP)" })) : undefined
-          resolve({ stage: "done", reply: info.response, accepted, rejected, ...(perRecipient !== undefined ? { perRecipient } : {}) })
+          if (this.lmtpReplies !== null) {
+            // LMTP answers once per recipient after DATA, each with its own code and text: those are the
+            // outcomes. `rejected` keeps only the refusals at RCPT (nodemailer lists both kinds there).
+            const perRecipient = [...this.lmtpReplies].map(([address, reply]) => ({ address, reply }))
+            resolve({
+              stage: "done",
+              reply: info.response,
+              accepted: perRecipient.map((p) => p.address),
+              rejected: errors.filter((r) => r.command !== "DATA").map(rejectionOf),
+              perRecipient,
+            })
+            return
+          }
+          resolve({ stage: "done", reply: info.response, accepted, rejected })
           return
         }
         if (err.code === "EENVELOPE" && err.command === "MAIL FROM") {

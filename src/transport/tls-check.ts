@@ -28,7 +28,7 @@ export const matchesExpectedName = (cert: PeerCertificate, expected: ReadonlyArr
   expected.some((name) => {
     if (!name.startsWith(".")) return checkServerIdentity(name, cert) === undefined
     // `.example.com`: any name under example.com; a wildcard `*.x.example.com` is under it too
-    return certificateNames(cert).some((n) => n.replace(/^\*\./, "").endsWith(name) || `.${n.replace(/^\*\./, "")}` === name)
+    return certificateNames(cert).some((n) => (n.startsWith("*.") ? n.slice(1) : n).endsWith(name))
   })
 
 const CHAIN_ERRORS: Readonly<Record<string, string>> = {

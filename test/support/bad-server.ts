@@ -22,6 +22,9 @@
  *                        with `slowAfterGreeting` the greeting goes out at once and the rest trickles.
  * - `ok`                 a minimal correct SMTP server that accepts and records messages.
  *
+ * With `brokenStartTls` the EHLO reply offers STARTTLS, and STARTTLS is answered `220` followed by bytes
+ * that are not TLS, then the connection is dropped: a broken TLS handshake (in any mode that answers EHLO).
+ *
  * Every mode but `refuse` may also delay its greeting by `greetDelayMs`. `plan()` scripts the modes of
  * the next few connections (fail once, then work).
  *
@@ -55,6 +58,8 @@ export interface FaultOptions {
   readonly greetDelayMs?: number
   /** Offer PIPELINING in the EHLO reply (default false). */
   readonly pipelining?: boolean
+  /** Offer STARTTLS, then break the handshake that follows (see above). */
+  readonly brokenStartTls?: boolean
 }
 
 export interface BadServerMessage {
@@ -231,8 +236,15 @@ export async function startBadServer(initial: FaultMode = "ok", initialOptions: 
       switch (verb) {
         case "EHLO":
           return reply(
-            `250-${BAD_SERVER_NAME}\r\n${o.pipelining === true ? "250-PIPELINING\r\n" : ""}250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 10240000`,
+            `250-${BAD_SERVER_NAME}\r\n${o.pipelining === true ? "250-PIPELINING\r\n" : ""}${o.brokenStartTls === true ? "250-STARTTLS\r\n" : ""}250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 10240000`,
           )
+        case "STARTTLS":
+          if (o.brokenStartTls !== true) return reply("502 5.5.2 Error: command not recognized")
+          silent = true
+          reply("220 2.0.0 Ready to start TLS")
+          // what comes back to the client's ClientHello is not a TLS record: the handshake fails
+          socket.end("this is not TLS\r\n")
+          return
         case "HELO":
         case "LHLO":
           return reply(`250 ${BAD_SERVER_NAME}`)

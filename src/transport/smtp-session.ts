@@ -4,23 +4,14 @@
 // for smtp-outcome.ts, never as a thrown error.
 import { connect as netConnect, type Socket } from "node:net"
 import type { Readable } from "node:stream"
-import type { PeerCertificate, TLSSocket } from "node:tls"
+import type { TLSSocket } from "node:tls"
 import SMTPConnection from "nodemailer/lib/smtp-connection"
-import type { TlsLevel } from "../config/types.js"
 import { describeTarget, type Target } from "./mx.js"
-import { oneLine as oneLineOf, type AttemptResult, type RcptRejection } from "./smtp-outcome.js"
-import { certificateNames, describeChainError, matchesExpectedName, type TlsInfo } from "./tls-check.js"
+import type { AttemptResult, RcptRejection } from "./smtp-outcome.js"
+import { startTls, type SessionTls } from "./starttls.js"
+import type { TlsInfo } from "./tls-check.js"
 
-const certificateNamesOf = (cert: PeerCertificate): string => certificateNames(cert).join(", ") || "none"
-
-/** What TLS a session must (or may) have: the level, and for verify the names and the trusted CAs. */
-export interface SessionTls {
-  readonly level: TlsLevel
-  /** verify: the certificate must carry one of these (host names, or `.domain` for its subdomains). */
-  readonly expectedNames: ReadonlyArray<string>
-  /** PEM CAs trusted at verify (smtpTlsCaFile); null = Node's bundled Mozilla roots. */
-  readonly ca: string | null
-}
+export type { SessionTls }
 
 export interface SessionOptions {
   readonly target: Target
@@ -104,8 +95,6 @@ const recordLmtpReplies = (conn: SMTPConnection, replies: Map<string, string>): 
   return true
 }
 
-const isIpLiteral = (host: string): boolean => /^[\d.]+$/.test(host) || host.includes(":")
-
 export class SmtpSession implements OutboundSession {
   /** Transactions completed on this connection. */
   transactions = 0
@@ -151,8 +140,7 @@ export class SmtpSession implements OutboundSession {
         settled = true
         resolve(r)
       }
-      const { target, tls } = options
-      const relay = describeTarget(target)
+      const { target } = options
       // The connect alone is bounded by smtpConnectTimeout (Postfix's smtp_connect_timeout).
       const socket: Socket =
         target.socketPath !== undefined ? netConnect({ path: target.socketPath }) : netConnect({ host: target.address, port: target.port })
@@ -168,32 +156,13 @@ export class SmtpSession implements OutboundSession {
       socket.once("connect", () => {
         clearTimeout(connectTimer)
         socket.removeAllListeners("error")
-        // At verify the certificate's names are checked against the policy's (not just the host we
-        // dialled); the mismatch is remembered here to say why, node only keeps a code.
-        let nameMismatch: string | null = null
-        const checkServerIdentity = (_host: string, cert: PeerCertificate): Error | undefined => {
-          if (matchesExpectedName(cert, tls.expectedNames)) return undefined
-          nameMismatch = `certificate names (${certificateNamesOf(cert)}) do not match ${tls.expectedNames.join(" or ")}`
-          return Object.assign(new Error(nameMismatch), { code: "ERR_TLS_CERT_ALTNAME_INVALID" })
-        }
+        const starttls = startTls(options.tls, target)
         // Greeting and EHLO: smtpHeloTimeout (smtp_helo_timeout), as the idle timeout of the handshake.
         const conn = new SMTPConnection({
           connection: socket,
-          // the server's name: SNI and the default certificate name check (never an IP address as SNI)
-          host: target.hostname,
-          ...(target.socketPath === undefined && !isIpLiteral(target.hostname) ? { servername: target.hostname } : {}),
+          ...starttls.connectionOptions,
           name: options.heloName,
           lmtp: options.lmtp,
-          // none: never STARTTLS; may: STARTTLS when offered, a refused STARTTLS goes on in plaintext;
-          // encrypt/verify: STARTTLS when offered, and no session at all without it (checked below).
-          ignoreTLS: tls.level === "none",
-          opportunisticTLS: tls.level === "may",
-          tls: {
-            // the chain is judged below (verify) or only reported (may, encrypt), never a reason to drop here
-            rejectUnauthorized: false,
-            ...(tls.level === "verify" ? { checkServerIdentity } : {}),
-            ...(tls.level === "verify" && tls.ca !== null ? { ca: tls.ca } : {}),
-          },
           connectionTimeout: options.heloTimeout,
           greetingTimeout: options.heloTimeout,
           socketTimeout: options.heloTimeout,
@@ -208,28 +177,19 @@ export class SmtpSession implements OutboundSession {
         }
         const phase = (): string =>
           conn.lastServerResponse ? "while performing the EHLO handshake" : "while receiving the initial server greeting"
-        /** A failure while setting the session up, as smtp-outcome.ts classifies it. */
-        const setupFailure = (e: NodemailerError): AttemptResult => {
-          if (e.code === "ETLS" && e.response !== undefined) {
-            return { stage: "tls", dsn: "4.7.5", reason: `TLS is required, but host ${relay} refused to start TLS: ${oneLineOf(e.response)}`, handshake: false }
-          }
-          if (e.code === "ETLS" || conn.upgrading === true) {
-            return { stage: "tls", dsn: "4.7.5", reason: `Cannot start TLS: handshake failure with ${relay}: ${describe(e)}`, handshake: true }
-          }
-          if (e.response !== undefined) return { stage: "greeting", reply: e.response }
-          return { stage: "io", reason: `${describe(e)} ${phase()}`, sessionCompleted: false }
-        }
         conn.once("error", (e: NodemailerError) => {
-          const failure = setupFailure(e)
+          const failure = starttls.failure(e, conn.upgrading === true, describe(e))
           conn.close()
-          finish(failure)
+          if (failure !== null) finish(failure)
+          else if (e.response !== undefined) finish({ stage: "greeting", reply: e.response })
+          else finish({ stage: "io", reason: `${describe(e)} ${phase()}`, sessionCompleted: false })
         })
         conn.connect((err?: NodemailerError) => {
           if (settled) return
           if (err) {
-            const failure = setupFailure(err)
+            const failure = starttls.failure(err, conn.upgrading === true, describe(err))
             conn.close()
-            finish(failure.stage === "greeting" ? { stage: "io", reason: `${describe(err)} ${phase()}`, sessionCompleted: false } : failure)
+            finish(failure ?? { stage: "io", reason: `${describe(err)} ${phase()}`, sessionCompleted: false })
             return
           }
           // A server that names itself with our own hostname is us: the mail would loop (Postfix's
@@ -241,29 +201,15 @@ export class SmtpSession implements OutboundSession {
             finish({ stage: "local", permanent: true, dsn: "5.4.6", reason: `mail loops back to myself: ${target.address}:${target.port} greeted me with my own hostname ${options.heloName}` })
             return
           }
-          const tlsSocket = conn.secure && conn._socket ? (conn._socket as TLSSocket) : null
-          if (tlsSocket === null && (tls.level === "encrypt" || tls.level === "verify")) {
+          const tls = starttls.judge(conn.secure && conn._socket ? (conn._socket as TLSSocket) : null)
+          if (!tls.ok) {
             conn.close()
-            finish({ stage: "tls", dsn: "4.7.4", reason: `TLS is required, but was not offered by host ${relay}`, handshake: false })
+            finish(tls.result)
             return
           }
-          if (tlsSocket !== null && tls.level === "verify" && !tlsSocket.authorized) {
-            const why = nameMismatch ?? describeChainError(String(tlsSocket.authorizationError))
-            conn.close()
-            finish({ stage: "tls", dsn: "4.7.5", reason: `Server certificate not verified: ${relay}: ${why}`, handshake: false })
-            return
-          }
-          const info: TlsInfo | null =
-            tlsSocket === null
-              ? null
-              : {
-                  protocol: tlsSocket.getProtocol() ?? "TLS",
-                  cipher: tlsSocket.getCipher()?.name ?? "unknown",
-                  trust: tls.level === "verify" ? "Verified" : tlsSocket.authorized ? "Trusted" : "Untrusted",
-                }
           // the session is up: from now on the idle timeout is smtpDataDoneTimeout
           if (conn._socket) conn._socket.setTimeout(options.dataTimeout)
-          finish(new SmtpSession(conn, target, now, info, lmtpReplies))
+          finish(new SmtpSession(conn, target, now, tls.info, lmtpReplies))
         })
       })
     })

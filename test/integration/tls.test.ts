@@ -111,6 +111,25 @@ describe("outbound TLS", () => {
     expect(attempts(postern)).toMatchObject([{ outcome: "sent", dsn: "2.0.0" }])
   })
 
+  test("may, STARTTLS refused (454): the same session goes on in plaintext; encrypt defers with the server's reply", async () => {
+    const server = await startBadServer("ok", { refuseStartTls: true })
+    closers.push(() => server.close())
+    const may = await posternWith(routedTo("127.0.0.1", server.port), { dns: DNS })
+    await send(may, "bob@dest.test")
+    await server.waitForMessages(1, 10_000)
+    expect(server.records.map((r) => r.commands.map((c) => c.split(" ")[0]))).toEqual([["EHLO", "STARTTLS", "MAIL", "RCPT", "DATA"]])
+
+    const encrypt = await posternWith(routedTo("127.0.0.1", server.port, { smtpTlsSecurityLevel: "encrypt" }), { dns: DNS })
+    await send(encrypt, "carol@dest.test")
+    await waitFor("an attempt", () => attempts(encrypt).length === 1)
+    expect(attempts(encrypt)[0]).toMatchObject({
+      outcome: "deferred",
+      dsn: "4.7.5",
+      reply: `TLS is required, but host 127.0.0.1[127.0.0.1]:${server.port} refused to start TLS: 454 4.7.0 TLS not available due to local problem`,
+    })
+    expect(server.messages).toHaveLength(1)
+  })
+
   test("encrypt, a server that does not offer STARTTLS: deferred 4.7.4 with Postfix's words, and nothing is sent", async () => {
     const receiver = await receiverWith()
     const postern = await posternWith(routedTo("mx.tls.test", receiver.port, { smtpTlsSecurityLevel: "encrypt" }), { dns: DNS })

@@ -1,11 +1,12 @@
 // The delivery agents (Postfix's smtp, lmtp, discard, error): one delivery actor per attempt. For smtp
 // and lmtp this hosts the delivery machine and does the I/O it asks for in its entry actions (resolve,
-// open a session or take one from the connection cache, transfer), answering each with an event. A delivery actor that fails is not restarted: its
-// recipients are deferred and the queue manager (its predecessor) retries them later.
+// open a session or take one from the connection cache, transfer), answering each with an event. A
+// delivery actor that fails is not restarted: its recipients are deferred and the queue manager (its
+// predecessor) retries them later.
 import { isIP } from "node:net"
 import { Readable } from "node:stream"
 import { createActor, type ActorRefFrom } from "xstate"
-import type { PosternConfig } from "../config/types.js"
+import type { PosternConfig, TlsPolicy } from "../config/types.js"
 import { currentTarget, deliveryMachine, type DeliveryEvent, type DeliveryOutput } from "../machines/delivery.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
@@ -13,11 +14,13 @@ import type { RngShape } from "../runtime/rng.js"
 import type { ActiveMessage, QueuedRecipient } from "../store/types.js"
 import { ConnectionCache } from "../transport/connection-cache.js"
 import type { ResolverShape } from "../transport/dns.js"
-import { resolveTargets, type Target, type TargetsResult } from "../transport/mx.js"
+import { describeTarget, resolveTargets, type Target, type TargetsResult } from "../transport/mx.js"
 import { parseNexthop } from "../transport/nexthop.js"
 import type { Route } from "../transport/route.js"
 import type { AttemptResult, RecipientVerdict } from "../transport/smtp-outcome.js"
-import { isSession, SmtpSession, type Connector, type OutboundSession } from "../transport/smtp-session.js"
+import { isSession, SmtpSession, type Connector, type OutboundSession, type SessionTls } from "../transport/smtp-session.js"
+import { readCaFile, type TlsInfo } from "../transport/tls-check.js"
+import { expectedNames, formatTlsPolicy, isTlsRequired, tlsPolicyFor } from "../transport/tls-policy.js"
 
 /** One delivery request: recipients of one message for one destination (Postfix's qmgr entry). */
 export interface DeliveryRequest {
@@ -58,25 +61,44 @@ export const localOutcome = (request: DeliveryRequest): DeliveryOutput | null =>
   }
 }
 
-/** The port a nexthop without one means: 24 for LMTP (Postfix's lmtp(8)), 25 for SMTP. */
-const defaultPortOf = (route: Route | undefined): number => (route?.serviceConfig.type === "lmtp" ? 24 : 25)
+const isLmtp = (route: Route | undefined): boolean => route?.serviceConfig.type === "lmtp"
 
-/** A bracketed IP nexthop (`[127.0.0.1]:2526`) is its own and only server: no lookup to make. */
+/** The port a nexthop without one means: 24 for LMTP (Postfix's lmtp(8)), 25 for SMTP. */
+const defaultPortOf = (route: Route | undefined): number => (isLmtp(route) ? 24 : 25)
+
+/** A nexthop as its route's service reads it (LMTP adds `unix:/path` and never looks up MX). */
+const nexthopOf = (route: Route | undefined, text: string) => parseNexthop(text, defaultPortOf(route), isLmtp(route) ? "lmtp" : "smtp")
+
+/**
+ * A bracketed IP nexthop (`[127.0.0.1]:2526`) is its own and only server: no lookup to make. So is an LMTP
+ * UNIX socket, named after us as Postfix names it (`relay=ourhost[/path]`).
+ */
 const literalCache = new Map<string, Target | null>()
-const literalTarget = (nexthop: string, defaultPort: number): Target | null => {
-  const key = `${defaultPort} ${nexthop}`
+const literalTarget = (route: Route, ourHostname: string): Target | null => {
+  const key = `${route.serviceConfig.type} ${ourHostname} ${route.nexthop}`
   let t = literalCache.get(key)
   if (t === undefined) {
-    const n = parseNexthop(nexthop, defaultPort)
-    t = n !== undefined && !n.mxLookup && isIP(n.host) !== 0 ? { address: n.host, port: n.port, hostname: n.host } : null
+    const n = nexthopOf(route, route.nexthop)
+    t =
+      n === undefined
+        ? null
+        : n.socketPath !== undefined
+          ? { address: n.socketPath, port: 0, hostname: ourHostname, socketPath: n.socketPath }
+          : !n.mxLookup && isIP(n.host) !== 0
+            ? { address: n.host, port: n.port, hostname: n.host }
+            : null
     if (literalCache.size > 10_000) literalCache.clear()
     literalCache.set(key, t)
   }
   return t
 }
 
-/** Sessions are cached per destination and server, as Postfix's scache keys them. */
-const cacheKeyFor = (route: Route, target: Target): string => `${route.key}|${target.address}:${target.port}`
+/**
+ * Sessions are cached per destination and server, as Postfix's scache keys them, and per TLS policy: a
+ * delivery that requires TLS is never handed a plaintext session, nor one checked less strictly.
+ */
+const cacheKeyFor = (route: Route, target: Target, tls: TlsPolicy): string =>
+  `${route.key}|${target.address}:${target.port}|${formatTlsPolicy(tls)}`
 
 const needsSmtpUtf8 = (m: ActiveMessage, recipients: ReadonlyArray<QueuedRecipient>): boolean =>
   m.mailParams["SMTPUTF8"] !== undefined &&
@@ -86,6 +108,10 @@ export class DeliveryAgent {
   readonly cache: ConnectionCache
   private readonly sessions = new Map<string, OutboundSession>()
   private readonly requests = new Map<string, DeliveryRequest>()
+  /** The TLS policy of each delivery in flight, fixed when it starts (a config reload cannot mix levels). */
+  private readonly tlsPolicies = new Map<string, TlsPolicy>()
+  /** The TLS of the last session each delivery spoke over, for its log line. */
+  private readonly tlsUsed = new Map<string, TlsInfo | null>()
   private readonly running = new Set<ActorRefFrom<typeof deliveryMachine>>()
   /** How to end each delivery in flight early (lease expiry, shutdown), by request id. */
   private readonly cancellers = new Map<string, (reason: string) => void>()
@@ -122,13 +148,19 @@ export class DeliveryAgent {
   }
 
   private async lookUpServers(deliveryId: string, text: string): Promise<TargetsResult> {
-    const nexthop = parseNexthop(text, defaultPortOf(this.requests.get(deliveryId)?.route))
+    const route = this.requests.get(deliveryId)?.route
+    const nexthop = nexthopOf(route, text)
     if (nexthop === undefined) {
       return { kind: "failed" as const, permanent: true, dsn: "5.3.5", reason: `bad nexthop syntax: ${text}` }
     }
+    if (nexthop.socketPath !== undefined) {
+      const hostname = this.deps.config().hostname
+      return { kind: "targets" as const, targets: [{ address: nexthop.socketPath, port: 0, hostname, socketPath: nexthop.socketPath }] }
+    }
     const resolved = await resolveTargets(nexthop, this.deps.dns, this.deps.rng)
     const primary = nexthop.mxLookup ? this.withoutOurselves(resolved, nexthop.host) : resolved
-    return this.withFallbackRelays(primary)
+    // smtpFallbackRelay is Postfix's smtp_fallback_relay: SMTP only (lmtp(8) has its own, unset)
+    return isLmtp(route) ? primary : this.withFallbackRelays(primary)
   }
 
   /** Runs one delivery to its end. Never rejects: a failing agent defers its recipients. */
@@ -137,7 +169,10 @@ export class DeliveryAgent {
     if (local !== null) return Promise.resolve(local)
     return new Promise((resolve) => {
       this.requests.set(request.id, request)
-      const literal = this.deps.config().smtpFallbackRelay.length > 0 ? null : literalTarget(request.route.nexthop, defaultPortOf(request.route))
+      const config = this.deps.config()
+      const tlsPolicy = tlsPolicyFor(config, request.route.serviceConfig, request.route.nexthop)
+      this.tlsPolicies.set(request.id, tlsPolicy)
+      const literal = config.smtpFallbackRelay.length > 0 && !isLmtp(request.route) ? null : literalTarget(request.route, config.hostname)
       const actor = createActor(this.machine, {
         clock: this.deps.clock,
         input: {
@@ -156,8 +191,11 @@ export class DeliveryAgent {
         this.cancellers.delete(request.id)
         const session = this.sessions.get(request.id)
         this.sessions.delete(request.id)
-        if (session !== undefined) this.cache.put(cacheKeyFor(request.route, session.target), session)
-        resolve(output)
+        if (session !== undefined) this.cache.put(cacheKeyFor(request.route, session.target, tlsPolicy), session)
+        this.tlsPolicies.delete(request.id)
+        const tls = this.tlsUsed.get(request.id)
+        this.tlsUsed.delete(request.id)
+        resolve(tls != null && output.relay !== null ? { ...output, tls: tls.protocol } : output)
       }
       this.cancellers.set(request.id, (reason) => {
         // The session may be mid-transaction: it is closed, never reused.
@@ -251,25 +289,55 @@ export class DeliveryAgent {
 
   private async openSession(deliveryId: string, target: Target): Promise<"ready" | AttemptResult> {
     const request = this.requests.get(deliveryId)
-    if (request === undefined) return { stage: "connect", reason: "delivery was cancelled" }
-    const cached = await this.cache.take(cacheKeyFor(request.route, target))
-    if (cached !== null) {
+    const policy = this.tlsPolicies.get(deliveryId)
+    if (request === undefined || policy === undefined) return { stage: "connect", reason: "delivery was cancelled" }
+    const key = cacheKeyFor(request.route, target, policy)
+    const cached = await this.cache.take(key)
+    if (cached !== null && cached.tls === null && isTlsRequired(policy.level)) {
+      cached.close() // never reached through the per-policy key; a guard against a plaintext session here
+    } else if (cached !== null) {
       this.sessions.set(deliveryId, cached)
       return "ready"
     }
     const config = this.deps.config()
-    const opened = await (this.deps.connector ?? SmtpSession.open)(
-      {
-        target,
-        heloName: config.hostname,
-        lmtp: request.route.serviceConfig.type === "lmtp",
-        connectTimeout: config.smtpConnectTimeout,
-        heloTimeout: config.smtpHeloTimeout,
-        dataTimeout: config.smtpDataDoneTimeout,
-      },
-      this.deps.clock.now(),
-    )
+    let tls: SessionTls
+    try {
+      const nexthopHost = nexthopOf(request.route, request.route.nexthop)?.host ?? request.route.nexthop
+      tls = {
+        level: policy.level,
+        expectedNames: expectedNames(policy, target.hostname, nexthopHost),
+        ca: policy.level === "verify" && config.smtpTlsCaFile !== null ? readCaFile(config.smtpTlsCaFile) : null,
+      }
+    } catch (e) {
+      return { stage: "local", permanent: false, dsn: "4.7.5", reason: `cannot read smtpTlsCaFile ${config.smtpTlsCaFile}: ${(e as Error).message}` }
+    }
+    const connect = this.deps.connector ?? SmtpSession.open
+    const options = {
+      target,
+      heloName: config.hostname,
+      lmtp: isLmtp(request.route),
+      connectTimeout: config.smtpConnectTimeout,
+      heloTimeout: config.smtpHeloTimeout,
+      dataTimeout: config.smtpDataDoneTimeout,
+      tls,
+    }
+    let opened = await connect(options, this.deps.clock.now())
+    if (!isSession(opened) && opened.stage === "tls" && opened.handshake && policy.level === "may") {
+      // Postfix at `may`: a failed handshake is retried with the same server in plaintext.
+      this.deps.log.warn(
+        { queue_id: request.message.queueId, relay: describeTarget(target), reason: opened.reason },
+        `${opened.reason}; trying ${describeTarget(target)} again without TLS`,
+      )
+      opened = await connect({ ...options, tls: { ...tls, level: "none" } }, this.deps.clock.now())
+    }
     if (!isSession(opened)) return opened
+    if (opened.tls != null) {
+      const t = opened.tls
+      this.deps.log.info(
+        { relay: opened.relay, tls: t.protocol, cipher: t.cipher, trust: t.trust },
+        `${t.trust} TLS connection established to ${opened.relay}: ${t.protocol} with cipher ${t.cipher}`,
+      )
+    }
     this.sessions.set(deliveryId, opened)
     return "ready"
   }
@@ -295,7 +363,10 @@ export class DeliveryAgent {
     )
     // The transaction is over: the session goes back to the cache for the next delivery to this server.
     this.sessions.delete(deliveryId)
-    this.cache.put(cacheKeyFor(request.route, session.target), session)
+    this.tlsUsed.set(deliveryId, session.tls ?? null)
+    const policy = this.tlsPolicies.get(deliveryId)
+    if (policy !== undefined) this.cache.put(cacheKeyFor(request.route, session.target, policy), session)
+    else session.close()
     return result
   }
 }

@@ -382,8 +382,9 @@ export class QueueManager {
             dsn: v.dsn,
             status: v.verdict,
             reply: v.reply,
+            ...(output.tls !== undefined ? { tls: output.tls } : {}),
           },
-          `${m.queueId}: to=<${r.address}>, status=${v.verdict} (${v.reply})`,
+          `${m.queueId}: to=<${r.address}>, ${output.tls !== undefined ? `tls=${output.tls}, ` : ""}status=${v.verdict} (${v.reply})`,
         )
       }
     }

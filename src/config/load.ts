@@ -108,7 +108,7 @@ export function parseConfigText(text: string, baseDir: string, file?: string): P
 
 /**
  * Validates an already-parsed document (`undefined`/`null` = empty = all defaults) and fills in the
- * defaults; `dataDir` is resolved against `baseDir`. Throws ConfigError listing every problem.
+ * defaults; `dataDir` and `smtpTlsCaFile` are resolved against `baseDir`. Throws ConfigError listing every problem.
  */
 export function decodeConfig(doc: unknown, baseDir: string, file?: string): PosternConfig {
   const input = doc ?? {}
@@ -122,7 +122,8 @@ export function decodeConfig(doc: unknown, baseDir: string, file?: string): Post
   const result = Schema.decodeUnknownResult(PosternConfigSchema, DECODE_OPTIONS)(input)
   if (Result.isSuccess(result)) {
     const config = result.success
-    return { ...config, dataDir: path.resolve(baseDir, config.dataDir) }
+    const smtpTlsCaFile = config.smtpTlsCaFile === null ? null : path.resolve(baseDir, config.smtpTlsCaFile)
+    return { ...config, dataDir: path.resolve(baseDir, config.dataDir), smtpTlsCaFile }
   }
   const found = [...problemsOf(result.failure.issue), ...crossKeyProblems(input as Record<string, unknown>)]
   throw new ConfigError("invalid", report(found, Object.keys(input)), file)
@@ -276,6 +277,8 @@ const POSTFIX_NAMES: Readonly<Record<string, string>> = {
   relay_domains: "relayDomains",
   transport_maps: "transports",
   inet_interfaces: "listen",
+  smtp_tls_CAfile: "smtpTlsCaFile",
+  smtp_tls_policy_maps: "smtpTlsPolicyMaps",
 }
 
 function unexpectedKey(ast: SchemaAST.AST, keys: ReadonlyArray<PropertyKey>): string {

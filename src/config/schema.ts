@@ -1,13 +1,14 @@
 // The Effect Schema of postern.yaml: every key optional with its Postfix default, unknown keys rejected
 // (decode with `onExcessProperty: "error"`), each value parsed into the shape of `PosternConfig` (types.ts).
 // Guarantees: every error message says what was wrong, shows the value and what is allowed. The only part
-// left to the loader is resolving `dataDir` against the config file's folder.
+// left to the loader is resolving `dataDir` and `smtpTlsCaFile` against the config file's folder.
 import { parseFeedback } from "../machines/feedback.js"
 import os from "node:os"
 import ipaddr from "ipaddr.js"
 import { Effect, Option, Schema, SchemaGetter, SchemaIssue } from "effect"
 import type { SchemaAST } from "effect"
 import { DURATION_EXPECTED, PostfixDuration, formatDuration, parseDuration, showValue } from "./duration.js"
+import { TLS_LEVELS, TLS_LEVEL_EXPECTED, TLS_POLICY_EXPECTED, formatTlsPolicy, parseTlsPolicy } from "../transport/tls-policy.js"
 import type { ServiceConfig, ServiceType } from "./types.js"
 
 // ---------------------------------------------------------------------------------------------------------
@@ -67,13 +68,39 @@ export interface Nexthop {
   readonly host: string
   /** null = the service's default port. */
   readonly port: number | null
-  /** true for the unbracketed form: look up the MX records of `host`. */
+  /** true for the unbracketed form: look up the MX records of `host` (never for LMTP). */
   readonly mx: boolean
+  /** LMTP over a UNIX-domain socket (`unix:/path`): the socket's path (and `host` is that path too). */
+  readonly socketPath?: string
 }
 
-/** Parses a `relayhost` or a `transports` next hop (`"[host]:port"`, `"[host]"`, `"host"`, `"host:port"`). */
-export function parseNexthop(text: string): Parsed<Nexthop> {
+/** Which service type reads the nexthop: LMTP adds `unix:/path` and `inet:` and never looks up MX (lmtp(8)). */
+export type NexthopProtocol = "smtp" | "lmtp"
+
+/**
+ * Parses a `relayhost` or a `transports` next hop (`"[host]:port"`, `"[host]"`, `"host"`, `"host:port"`);
+ * for an lmtp service also `"unix:/path/to/socket"` and the `inet:` prefix, as Postfix's lmtp(8) writes them.
+ */
+export function parseNexthop(text: string, protocol: NexthopProtocol = "smtp"): Parsed<Nexthop> {
   const s = text.trim()
+  const scheme = /^(unix|inet):/i.exec(s)?.[1]?.toLowerCase()
+  if (protocol === "smtp") {
+    return scheme === undefined ? parseInetNexthop(s) : err(`"${scheme}:" next hops are for lmtp services (write "lmtp:${s}")`)
+  }
+  if (scheme === "unix") {
+    const socketPath = s.slice(5).trim()
+    if (!socketPath.startsWith("/")) return err(`the socket path must be absolute, e.g. "unix:/run/dovecot/lmtp"`)
+    return ok({ host: socketPath, port: null, mx: false, socketPath })
+  }
+  const rest = scheme === "inet" ? s.slice(5).trim() : s
+  // With no MX lookup, a bare IPv4 address is unambiguous: "127.0.0.1:24" is "[127.0.0.1]:24"
+  const bareIp = /^([^:[\]]+)(:.*)?$/.exec(rest)
+  const inet = parseInetNexthop(bareIp !== null && isIPv4(bareIp[1]!) ? `[${bareIp[1]}]${bareIp[2] ?? ""}` : rest)
+  // LMTP delivers to the host itself: no MX lookup (Postfix's smtp_connect.c, LMTP mode)
+  return inet.ok ? ok({ ...inet.value, mx: false }) : inet
+}
+
+function parseInetNexthop(s: string): Parsed<Nexthop> {
   const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(s)
   if (bracketed !== null) {
     const inner = bracketed[1]!
@@ -101,6 +128,8 @@ export function parseNexthop(text: string): Parsed<Nexthop> {
 }
 
 export const NEXTHOP_EXPECTED = '"[host]:port", "[host]" (no MX lookup), "host" or "host:port" (MX lookup)'
+
+export const LMTP_NEXTHOP_EXPECTED = '"[host]:port", "host" (port 24, no MX lookup) or "unix:/path/to/socket"'
 
 /** A `mynetworks` entry: CIDR (`"10.0.0.0/8"`, `"::1/128"`, `"[::1]/128"`) or a bare IP (→ /32 or /128). */
 export function parseNetwork(text: string): Parsed<string> {
@@ -350,6 +379,36 @@ const Transports = Schema.Record(TransportKey, TransportValue)
   }),
 )
 
+const TlsLevelSchema = Schema.Literals(TLS_LEVELS).annotate({ expected: TLS_LEVEL_EXPECTED })
+
+export const TLS_POLICY_KEY_EXPECTED = 'a nexthop as written in transports ("[mx.example.com]:25", "example.com") or ".example.com" for its subdomains'
+
+const TlsPolicyKey = Schema.String.annotate({ expected: TLS_POLICY_KEY_EXPECTED }).check(
+  Schema.makeFilter((s: string) =>
+    parseNexthop(s).ok || parseDomainPattern(s).ok ? undefined : `expected ${TLS_POLICY_KEY_EXPECTED}, got ${showValue(s)}`,
+  ),
+)
+
+const TlsPolicySchema = Schema.Struct({ level: TlsLevelSchema, match: Schema.NullOr(Schema.Array(Schema.String)) })
+
+const TlsPolicyMaps = Schema.Record(TlsPolicyKey, parsedString(TlsPolicySchema, TLS_POLICY_EXPECTED, parseTlsPolicy, formatTlsPolicy))
+  .annotate({
+    expected: 'a mapping of nexthop or domain to a TLS policy ("verify", "encrypt", "may", "none")',
+    messageUnexpectedKey: `invalid key; expected ${TLS_POLICY_KEY_EXPECTED}`,
+  })
+  .pipe(
+    Schema.decodeTo(Schema.Record(Schema.String, TlsPolicySchema), {
+      decode: SchemaGetter.transform((map) => Object.fromEntries(Object.entries(map).map(([key, value]) => [key.trim().toLowerCase(), value]))),
+      encode: SchemaGetter.passthrough(),
+    }),
+  )
+
+const CaFile = Schema.NullOr(
+  Schema.String.annotate({ expected: "the path of a PEM file of CA certificates" }).check(
+    Schema.makeFilter((s: string) => (s.trim() !== "" ? undefined : `expected the path of a PEM file of CA certificates, got ""`)),
+  ),
+)
+
 export const SERVICE_TYPES = ["smtp", "lmtp", "discard", "error"] as const satisfies ReadonlyArray<ServiceType>
 
 /** master.cf's services Postern always has; a user entry of the same name is merged over it. */
@@ -372,6 +431,7 @@ const ServiceEntry = Schema.Struct({
   destinationConcurrencyNegativeFeedback: Schema.optionalKey(Feedback),
   destinationConcurrencyFailedCohortLimit: Schema.optionalKey(count(0)),
   destinationRateDelay: Schema.optionalKey(PostfixDuration),
+  smtpTlsSecurityLevel: Schema.optionalKey(TlsLevelSchema),
 })
 
 const ServiceName = Schema.String.annotate({
@@ -387,6 +447,7 @@ const ServiceConfigSchema = Schema.Struct({
   destinationConcurrencyNegativeFeedback: Schema.optionalKey(Schema.String),
   destinationConcurrencyFailedCohortLimit: Schema.optionalKey(Schema.Number),
   destinationRateDelay: Schema.optionalKey(Schema.Number),
+  smtpTlsSecurityLevel: Schema.optionalKey(TlsLevelSchema),
 })
 
 const Services = Schema.Record(ServiceName, ServiceEntry)
@@ -445,7 +506,7 @@ export function backoffIssues(c: { readonly minimalBackoffTime: number; readonly
 }
 
 /**
- * Every service named in `transports` must exist; an smtp-type service's next hop must parse.
+ * Every service named in `transports` must exist; an smtp- or lmtp-type service's next hop must parse.
  * A service without a `type` here is one whose entry is itself invalid: it exists, its next hops are not checked.
  */
 export function transportIssues(c: {
@@ -465,12 +526,12 @@ export function transportIssues(c: {
       continue
     }
     const type = entry.service === null ? "smtp" : service?.type
-    if (entry.nexthop !== null && type === "smtp") {
-      const hop = parseNexthop(entry.nexthop)
+    if (entry.nexthop !== null && (type === "smtp" || type === "lmtp")) {
+      const hop = parseNexthop(entry.nexthop, type)
       if (!hop.ok) {
         issues.push({
           path: ["transports", key],
-          issue: `next hop ${showValue(entry.nexthop)} is invalid: ${hop.error}; expected ${NEXTHOP_EXPECTED} after "${entry.service ?? ""}:"`,
+          issue: `next hop ${showValue(entry.nexthop)} is invalid: ${hop.error}; expected ${type === "lmtp" ? LMTP_NEXTHOP_EXPECTED : NEXTHOP_EXPECTED} after "${entry.service ?? ""}:"`,
         })
       }
     }
@@ -509,6 +570,9 @@ export const DEFAULTS = {
   smtpConnectTimeout: "30s",
   smtpHeloTimeout: "300s",
   smtpDataDoneTimeout: "600s",
+  smtpTlsSecurityLevel: "may",
+  smtpTlsCaFile: null,
+  smtpTlsPolicyMaps: {},
   smtpdTimeout: "300s",
   logLevel: "info",
   deliveryThread: "worker",
@@ -543,6 +607,9 @@ const fields = {
   smtpConnectTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpConnectTimeout)),
   smtpHeloTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpHeloTimeout)),
   smtpDataDoneTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpDataDoneTimeout)),
+  smtpTlsSecurityLevel: TlsLevelSchema.pipe(withDefault(DEFAULTS.smtpTlsSecurityLevel)),
+  smtpTlsCaFile: CaFile.pipe(withDefault(DEFAULTS.smtpTlsCaFile)),
+  smtpTlsPolicyMaps: TlsPolicyMaps.pipe(withDefault(DEFAULTS.smtpTlsPolicyMaps)),
   smtpdTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpdTimeout)),
   logLevel: LogLevel.pipe(withDefault(DEFAULTS.logLevel)),
   deliveryThread: DeliveryThread.pipe(withDefault(DEFAULTS.deliveryThread)),

@@ -13,9 +13,20 @@ export interface ListenerConfig {
 /** The kinds of delivery service Postern implements (master.cf's service types). */
 export type ServiceType = "smtp" | "lmtp" | "discard" | "error"
 
+/** Outbound TLS (Postfix's smtp_tls_security_level): none, may (opportunistic), encrypt, verify. */
+export type TlsLevel = "none" | "may" | "encrypt" | "verify"
+
+/** A TLS policy: a level and, for verify, the names the certificate must match (null = `hostname`). */
+export interface TlsPolicy {
+  readonly level: TlsLevel
+  readonly match: ReadonlyArray<string> | null
+}
+
 /** Per-service overrides of the scheduling keys (Postfix's `<service>_*` parameters); absent = global default. */
 export interface ServiceConfig {
   readonly type: ServiceType
+  /** This service's TLS level (Postfix's `-o smtp_tls_security_level`); LMTP services default to none. */
+  readonly smtpTlsSecurityLevel?: TlsLevel
   readonly initialDestinationConcurrency?: number
   readonly destinationConcurrencyLimit?: number
   readonly destinationRecipientLimit?: number
@@ -67,6 +78,12 @@ export interface PosternConfig {
   readonly smtpConnectTimeout: number
   readonly smtpHeloTimeout: number
   readonly smtpDataDoneTimeout: number
+  /** Outbound TLS level for SMTP services (Postfix's smtp_tls_security_level). */
+  readonly smtpTlsSecurityLevel: TlsLevel
+  /** PEM file of the CAs trusted at `verify` (smtp_tls_CAfile); null = Node's bundled Mozilla roots. */
+  readonly smtpTlsCaFile: string | null
+  /** Nexthop (as written), domain or `.parent` domain → TLS policy (smtp_tls_policy_maps); keys lowercased. */
+  readonly smtpTlsPolicyMaps: Readonly<Record<string, TlsPolicy>>
   /** Idle time of the SMTP session for a client (smtpd_timeout). */
   readonly smtpdTimeout: number
   readonly logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent"

@@ -6,7 +6,7 @@
 // event with the result. Never persisted or restored: after a crash its recipients come back through
 // recovery, so the mail is never sent twice by a restored attempt.
 import { assign, setup } from "xstate"
-import type { Target, TargetsResult } from "../transport/mx.js"
+import { describeTarget, type Target, type TargetsResult } from "../transport/mx.js"
 import {
   classifyAttempt,
   type AttemptResult,
@@ -26,6 +26,8 @@ export interface DeliveryOutput {
   readonly siteFailure: boolean
   /** The last server spoken to, host[address]:port, or null when none was reached. */
   readonly relay: string | null
+  /** The TLS protocol of the session the mail went over (e.g. "TLSv1.3"); absent in plaintext. Set by the host. */
+  readonly tls?: string
 }
 
 export interface DeliveryContext {
@@ -58,7 +60,7 @@ const notProvided = (name: string) => () => {
 
 const messageOf = (error: unknown): string => String((error as Error)?.message ?? error)
 
-const serverName = (t: Target | undefined): string => (t === undefined ? "unknown" : `${t.hostname}[${t.address}]:${t.port}`)
+const serverName = (t: Target | undefined): string => (t === undefined ? "unknown" : describeTarget(t))
 
 /** Folds one server's result into the context: verdicts, who is left, site failure. */
 const absorb = (context: DeliveryContext, result: AttemptResult): Partial<DeliveryContext> => {

@@ -12,7 +12,13 @@ export interface Target {
   readonly port: number
   /** The host name it came from (the MX exchange, or the nexthop host). */
   readonly hostname: string
+  /** LMTP over a UNIX-domain socket: its path (then `address` is the path and `port` 0). */
+  readonly socketPath?: string
 }
+
+/** A server as logs name it (Postfix's relay=): `host[address]:port`, or `host[/path]` for a UNIX socket. */
+export const describeTarget = (t: Target): string =>
+  t.socketPath !== undefined ? `${t.hostname}[${t.socketPath}]` : `${t.hostname}[${t.address}]:${t.port}`
 
 export type TargetsResult =
   | { readonly kind: "targets"; readonly targets: ReadonlyArray<Target> }

@@ -8,6 +8,11 @@ export type AttemptResult =
   | { readonly stage: "local"; readonly dsn: string; readonly reason: string; readonly permanent: boolean }
   | { readonly stage: "connect"; readonly reason: string }
   | { readonly stage: "greeting"; readonly reply: string }
+  /**
+   * TLS could not be had as the policy requires (not offered, refused, handshake failed, certificate not
+   * verified). `handshake` marks a failed handshake, which the `may` level retries in plaintext.
+   */
+  | { readonly stage: "tls"; readonly dsn: string; readonly reason: string; readonly handshake: boolean }
   | { readonly stage: "io"; readonly reason: string; readonly sessionCompleted: boolean }
   | { readonly stage: "mail"; readonly reply: string }
   | { readonly stage: "data"; readonly reply: string; readonly accepted: ReadonlyArray<string>; readonly rejected: ReadonlyArray<RcptRejection> }
@@ -16,7 +21,7 @@ export type AttemptResult =
       readonly reply: string
       readonly accepted: ReadonlyArray<string>
       readonly rejected: ReadonlyArray<RcptRejection>
-      /** LMTP: one reply per accepted recipient after DATA. */
+      /** LMTP: the server's own reply after DATA for each recipient it accepted at RCPT (2xx, 4xx or 5xx). */
       readonly perRecipient?: ReadonlyArray<{ readonly address: string; readonly reply: string }>
     }
 
@@ -101,6 +106,10 @@ export const classifyAttempt = (
         { ...remoteVerdict(result.reply, true), reply: `host ${serverName} refused to talk to me: ${oneLine(result.reply)}` },
         true,
       )
+    case "tls":
+      // Postfix's smtp_site_fail: the next server is tried; on the last one it defers, and the whole
+      // destination failed (unless a session completed earlier in this request, see the delivery machine).
+      return nextOrDefer(localDeferral(result.dsn, result.reason), true)
     case "io":
       return nextOrDefer(localDeferral("4.4.2", `lost connection with ${serverName}: ${result.reason}`), !result.sessionCompleted)
     case "mail": {
@@ -132,8 +141,9 @@ export const classifyAttempt = (
             verdicts.set(a, { verdict: "sent", dsn: enhancedCode(reply), reply: `${serverName} said: ${oneLine(reply)}`, remote: true })
           } else {
             const v = remoteVerdict(reply)
+            const after = lmtp.has(a) ? " (in reply to end of DATA command)" : ""
             if (v.verdict === "deferred" && !finalServer) next.push(a)
-            else verdicts.set(a, { ...v, reply: `host ${serverName} said: ${v.reply}` })
+            else verdicts.set(a, { ...v, reply: `host ${serverName} said: ${v.reply}${after}` })
           }
         }
       }

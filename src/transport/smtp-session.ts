@@ -1,11 +1,17 @@
 // One outbound SMTP or LMTP session over nodemailer's SMTPConnection (the well-kept client we build on):
-// connect + greeting + EHLO, then any number of mail transactions with RSET between them. Every failure
-// comes back as an AttemptResult for smtp-outcome.ts, never as a thrown error.
-import { connect as netConnect } from "node:net"
+// connect (TCP, or a UNIX socket for LMTP) + greeting + EHLO/LHLO + STARTTLS as the TLS level asks, then
+// any number of mail transactions with RSET between them. Every failure comes back as an AttemptResult
+// for smtp-outcome.ts, never as a thrown error.
+import { connect as netConnect, type Socket } from "node:net"
 import type { Readable } from "node:stream"
+import type { TLSSocket } from "node:tls"
 import SMTPConnection from "nodemailer/lib/smtp-connection"
+import { describeTarget, type Target } from "./mx.js"
 import type { AttemptResult, RcptRejection } from "./smtp-outcome.js"
-import type { Target } from "./mx.js"
+import { startTls, type SessionTls } from "./starttls.js"
+import type { TlsInfo } from "./tls-check.js"
+
+export type { SessionTls }
 
 export interface SessionOptions {
   readonly target: Target
@@ -14,6 +20,7 @@ export interface SessionOptions {
   readonly connectTimeout: number
   readonly heloTimeout: number
   readonly dataTimeout: number
+  readonly tls: SessionTls
 }
 
 export interface OutboundEnvelope {
@@ -39,6 +46,7 @@ const describe = (e: NodemailerError): string => {
   if (e.code === "ECONNRESET") return "Connection reset by peer"
   if (e.code === "ECONNREFUSED") return "Connection refused"
   if (e.code === "ETIMEDOUT") return "Connection timed out"
+  if (original === "ENOENT" || e.code === "ENOENT") return "No such file or directory"
   return e.message.replace(/\s+/g, " ").slice(0, 300)
 }
 
@@ -52,6 +60,8 @@ export interface OutboundSession {
   readonly usable: boolean
   readonly lastClean: boolean
   readonly relay: string
+  /** The TLS of this session, or null in plaintext (modelled sessions leave it out). */
+  readonly tls?: TlsInfo | null
   supports(extension: string): boolean
   send(envelope: OutboundEnvelope, body: Buffer | Readable): Promise<AttemptResult>
   reset(): Promise<boolean>
@@ -66,6 +76,25 @@ export const isSession = (x: OutboundSession | AttemptResult): x is OutboundSess
 /** Postfix's smtp_rset_timeout default. */
 const RSET_TIMEOUT_MS = 20_000
 
+/** nodemailer keeps no text for the LMTP recipients it accepted after DATA; this is where it hears each one. */
+type LmtpStreamAction = (recipient: string, final: boolean, str: string, callback: unknown) => void
+
+/**
+ * Records every per-recipient reply an LMTP server sends after the final dot, by wrapping the instance's
+ * handler of those replies (nodemailer's `_actionLMTPStream`, called once per recipient). Null when this
+ * nodemailer has no such handler: LMTP delivery then refuses to run rather than invent replies.
+ */
+const recordLmtpReplies = (conn: SMTPConnection, replies: Map<string, string>): boolean => {
+  const internals = conn as unknown as { _actionLMTPStream?: LmtpStreamAction }
+  const original = internals._actionLMTPStream
+  if (typeof original !== "function") return false
+  internals._actionLMTPStream = function (this: unknown, recipient, final, str, callback) {
+    replies.set(recipient, str)
+    original.call(this, recipient, final, str, callback)
+  }
+  return true
+}
+
 export class SmtpSession implements OutboundSession {
   /** Transactions completed on this connection. */
   transactions = 0
@@ -76,7 +105,9 @@ export class SmtpSession implements OutboundSession {
     private readonly conn: SMTPConnection,
     readonly target: Target,
     readonly openedAt: number,
-    private readonly lmtp = false,
+    readonly tls: TlsInfo | null,
+    /** LMTP: the replies after DATA of the transaction in progress, by recipient; null for SMTP. */
+    private readonly lmtpReplies: Map<string, string> | null,
   ) {
     conn.on("error", () => {
       this.broken = true
@@ -90,9 +121,9 @@ export class SmtpSession implements OutboundSession {
     return !this.broken
   }
 
-  /** The server's name for logs: host[address]:port. */
+  /** The server's name for logs: host[address]:port (host[/path] for a UNIX socket). */
   get relay(): string {
-    return `${this.target.hostname}[${this.target.address}]:${this.target.port}`
+    return describeTarget(this.target)
   }
 
   /** Whether the server announced an ESMTP extension (e.g. "SMTPUTF8"). */
@@ -109,8 +140,10 @@ export class SmtpSession implements OutboundSession {
         settled = true
         resolve(r)
       }
-      // The TCP connect alone is bounded by smtpConnectTimeout (Postfix's smtp_connect_timeout).
-      const socket = netConnect({ host: options.target.address, port: options.target.port })
+      const { target } = options
+      // The connect alone is bounded by smtpConnectTimeout (Postfix's smtp_connect_timeout).
+      const socket: Socket =
+        target.socketPath !== undefined ? netConnect({ path: target.socketPath }) : netConnect({ host: target.address, port: target.port })
       const connectTimer = setTimeout(() => {
         socket.destroy()
         finish({ stage: "connect", reason: "Connection timed out" })
@@ -123,45 +156,60 @@ export class SmtpSession implements OutboundSession {
       socket.once("connect", () => {
         clearTimeout(connectTimer)
         socket.removeAllListeners("error")
+        const starttls = startTls(options.tls, target)
         // Greeting and EHLO: smtpHeloTimeout (smtp_helo_timeout), as the idle timeout of the handshake.
         const conn = new SMTPConnection({
           connection: socket,
+          ...starttls.connectionOptions,
           name: options.heloName,
           lmtp: options.lmtp,
-          ignoreTLS: true,
           connectionTimeout: options.heloTimeout,
           greetingTimeout: options.heloTimeout,
           socketTimeout: options.heloTimeout,
           logger: false,
           debug: false,
         })
+        const lmtpReplies = options.lmtp ? new Map<string, string>() : null
+        if (lmtpReplies !== null && !recordLmtpReplies(conn, lmtpReplies)) {
+          conn.close()
+          finish({ stage: "local", permanent: false, dsn: "4.3.5", reason: "this nodemailer cannot report LMTP replies per recipient (no _actionLMTPStream)" })
+          return
+        }
         const phase = (): string =>
           conn.lastServerResponse ? "while performing the EHLO handshake" : "while receiving the initial server greeting"
         conn.once("error", (e: NodemailerError) => {
-          const where = phase()
+          const failure = starttls.failure(e, conn.upgrading === true, describe(e))
           conn.close()
-          if (e.response !== undefined) finish({ stage: "greeting", reply: e.response })
-          else finish({ stage: "io", reason: `${describe(e)} ${where}`, sessionCompleted: false })
+          if (failure !== null) finish(failure)
+          else if (e.response !== undefined) finish({ stage: "greeting", reply: e.response })
+          else finish({ stage: "io", reason: `${describe(e)} ${phase()}`, sessionCompleted: false })
         })
         conn.connect((err?: NodemailerError) => {
           if (settled) return
           if (err) {
-            const where = phase()
+            const failure = starttls.failure(err, conn.upgrading === true, describe(err))
             conn.close()
-            finish({ stage: "io", reason: `${describe(err)} ${where}`, sessionCompleted: false })
+            finish(failure ?? { stage: "io", reason: `${describe(err)} ${phase()}`, sessionCompleted: false })
             return
           }
           // A server that names itself with our own hostname is us: the mail would loop (Postfix's
-          // "host X greeted me with my own hostname"), so nothing is sent.
+          // "host X greeted me with my own hostname"), so nothing is sent. Not for LMTP: a local delivery
+          // agent may well share our name, and Postfix's lmtp(8) does no loop detection either.
           const greeted = /^\d{3}[ -](\S+)/.exec(String(conn.lastServerResponse || ""))?.[1]?.toLowerCase()
-          if (greeted !== undefined && greeted === options.heloName.toLowerCase()) {
+          if (!options.lmtp && greeted !== undefined && greeted === options.heloName.toLowerCase()) {
             conn.close()
-            finish({ stage: "local", permanent: true, dsn: "5.4.6", reason: `mail loops back to myself: ${options.target.address}:${options.target.port} greeted me with my own hostname ${options.heloName}` })
+            finish({ stage: "local", permanent: true, dsn: "5.4.6", reason: `mail loops back to myself: ${target.address}:${target.port} greeted me with my own hostname ${options.heloName}` })
+            return
+          }
+          const tls = starttls.judge(conn.secure && conn._socket ? (conn._socket as TLSSocket) : null)
+          if (!tls.ok) {
+            conn.close()
+            finish(tls.result)
             return
           }
           // the session is up: from now on the idle timeout is smtpDataDoneTimeout
           if (conn._socket) conn._socket.setTimeout(options.dataTimeout)
-          finish(new SmtpSession(conn, options.target, now, options.lmtp))
+          finish(new SmtpSession(conn, target, now, tls.info, lmtpReplies))
         })
       })
     })
@@ -175,22 +223,35 @@ export class SmtpSession implements OutboundSession {
       size: envelope.size,
       use8BitMime: envelope.eightBit,
     }
+    this.lmtpReplies?.clear()
     return new Promise((resolve) => {
       this.lastClean = false
       this.conn.send(env, body, (err: NodemailerError | null, info) => {
         const state = env as unknown as { accepted?: Array<string>; rejectedErrors?: Array<NodemailerError> }
-        const rejected: Array<RcptRejection> = (state.rejectedErrors ?? info?.rejectedErrors ?? []).map((r) => ({
+        const errors = state.rejectedErrors ?? info?.rejectedErrors ?? []
+        const rejectionOf = (r: NodemailerError): RcptRejection => ({
           address: r.recipient ?? "",
           reply: r.response ?? `${r.responseCode ?? 450} ${r.message}`,
-        }))
+        })
+        const rejected: Array<RcptRejection> = errors.map(rejectionOf)
         const accepted = [...(info?.accepted ?? state.accepted ?? [])]
         if (err === null) {
           this.transactions++
           this.lastClean = true
-          // LMTP answers once per recipient after DATA; nodemailer keeps the failures (in `rejected`) and
-          // leaves only the recipients whose reply was 2xx in `accepted`, without their text.
-          const perRecipient = this.lmtp ? accepted.map((address) => ({ address, reply: "250 2.0.0 delivered (LMTP)" })) : undefined
-          resolve({ stage: "done", reply: info.response, accepted, rejected, ...(perRecipient !== undefined ? { perRecipient } : {}) })
+          if (this.lmtpReplies !== null) {
+            // LMTP answers once per recipient after DATA, each with its own code and text: those are the
+            // outcomes. `rejected` keeps only the refusals at RCPT (nodemailer lists both kinds there).
+            const perRecipient = [...this.lmtpReplies].map(([address, reply]) => ({ address, reply }))
+            resolve({
+              stage: "done",
+              reply: info.response,
+              accepted: perRecipient.map((p) => p.address),
+              rejected: errors.filter((r) => r.command !== "DATA").map(rejectionOf),
+              perRecipient,
+            })
+            return
+          }
+          resolve({ stage: "done", reply: info.response, accepted, rejected })
           return
         }
         if (err.code === "EENVELOPE" && err.command === "MAIL FROM") {

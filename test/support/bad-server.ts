@@ -22,6 +22,10 @@
  *                        with `slowAfterGreeting` the greeting goes out at once and the rest trickles.
  * - `ok`                 a minimal correct SMTP server that accepts and records messages.
  *
+ * With `brokenStartTls` the EHLO reply offers STARTTLS, and STARTTLS is answered `220` followed by bytes
+ * that are not TLS, then the connection is dropped: a broken TLS handshake (in any mode that answers EHLO).
+ * With `refuseStartTls` STARTTLS is offered and then refused: `454 4.7.0 TLS not available due to local problem`.
+ *
  * Every mode but `refuse` may also delay its greeting by `greetDelayMs`. `plan()` scripts the modes of
  * the next few connections (fail once, then work).
  *
@@ -55,6 +59,10 @@ export interface FaultOptions {
   readonly greetDelayMs?: number
   /** Offer PIPELINING in the EHLO reply (default false). */
   readonly pipelining?: boolean
+  /** Offer STARTTLS, then break the handshake that follows (see above). */
+  readonly brokenStartTls?: boolean
+  /** Offer STARTTLS, then refuse it with 454. */
+  readonly refuseStartTls?: boolean
 }
 
 export interface BadServerMessage {
@@ -231,8 +239,16 @@ export async function startBadServer(initial: FaultMode = "ok", initialOptions: 
       switch (verb) {
         case "EHLO":
           return reply(
-            `250-${BAD_SERVER_NAME}\r\n${o.pipelining === true ? "250-PIPELINING\r\n" : ""}250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 10240000`,
+            `250-${BAD_SERVER_NAME}\r\n${o.pipelining === true ? "250-PIPELINING\r\n" : ""}${o.brokenStartTls === true || o.refuseStartTls === true ? "250-STARTTLS\r\n" : ""}250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 10240000`,
           )
+        case "STARTTLS":
+          if (o.refuseStartTls === true) return reply("454 4.7.0 TLS not available due to local problem")
+          if (o.brokenStartTls !== true) return reply("502 5.5.2 Error: command not recognized")
+          silent = true
+          reply("220 2.0.0 Ready to start TLS")
+          // what comes back to the client's ClientHello is not a TLS record: the handshake fails
+          socket.end("this is not TLS\r\n")
+          return
         case "HELO":
         case "LHLO":
           return reply(`250 ${BAD_SERVER_NAME}`)

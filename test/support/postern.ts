@@ -8,7 +8,7 @@ import { decodeConfig } from "../../src/config/index.js"
 import type { PosternConfig } from "../../src/config/types.js"
 import { startSystem, type RunningSystem } from "../../src/actors/system.js"
 import { Clock } from "../../src/runtime/clock.js"
-import { makeLogger, silentLogger } from "../../src/runtime/log.js"
+import { makeLogger, silentLogger, type Logger } from "../../src/runtime/log.js"
 import { seededRng } from "../../src/runtime/rng.js"
 import { openQueueForWriting, type OpenedQueue } from "../../src/store/open.js"
 import { tableResolver, type DnsTable } from "../../src/transport/dns.js"
@@ -33,6 +33,8 @@ export async function startPostern(
     exit?: (code: number, reason: unknown) => void
     /** DNS answers for this Postern (default: an empty table, so every name is NXDOMAIN; never real DNS). */
     dns?: DnsTable
+    /** Postern's logger (default: silent, or POSTERN_TEST_LOG's level); delivery in a worker logs on its own. */
+    log?: Logger
   } = {},
 ): Promise<TestPostern> {
   const dataDir = opts.dataDir ?? tempDir()
@@ -50,7 +52,7 @@ export async function startPostern(
     dns: tableResolver(opts.dns ?? {}),
     dnsTable: opts.dns ?? {},
     // POSTERN_TEST_LOG=debug shows Postern's own log lines while a test runs.
-    log: process.env["POSTERN_TEST_LOG"] ? makeLogger(process.env["POSTERN_TEST_LOG"], 2) : silentLogger(),
+    log: opts.log ?? (process.env["POSTERN_TEST_LOG"] ? makeLogger(process.env["POSTERN_TEST_LOG"], 2) : silentLogger()),
     exit: opts.exit ?? ((code, reason) => {
       throw new Error(`postern escalated to the root (exit ${code}): ${String(reason)}`)
     }),

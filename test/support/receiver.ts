@@ -35,6 +35,8 @@ export interface ReceivedMessage {
   readonly mailParams: Record<string, string>
   /** RCPT TO parameters per accepted recipient (keyed by the address as the client sent it) */
   readonly rcptParams: Record<string, Record<string, string>>
+  /** The message came over TLS (the client used STARTTLS) */
+  readonly secure: boolean
 }
 
 /** e.g. {code: 451, message: "4.7.1 try again later"}; the message goes out verbatim after the code */
@@ -59,6 +61,10 @@ export interface ReceiverScript {
   hideExtensions?: ReadonlyArray<"SMTPUTF8" | "PIPELINING" | "8BITMIME" | "SIZE" | "DSN">
   /** Speak LMTP (LHLO, one DATA reply per recipient) instead of SMTP */
   lmtp?: boolean
+  /** Offer STARTTLS with this key and certificate (PEM); without it STARTTLS is not offered */
+  tls?: { readonly key: string | Buffer; readonly cert: string | Buffer }
+  /** Listen on this UNIX-domain socket path instead of a TCP port on 127.0.0.1 (`port` is then 0) */
+  socketPath?: string
 }
 
 export interface Receiver {
@@ -157,6 +163,7 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
       connectionId: session.id,
       mailParams: mailFrom ? argsToRecord(mailFrom.args) : {},
       rcptParams,
+      secure: session.secure,
     })
     notify()
   }
@@ -164,7 +171,8 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
   const server = new SMTPServer({
     name: RECEIVER_NAME,
     lmtp,
-    disabledCommands: ["AUTH", "STARTTLS"],
+    disabledCommands: script.tls !== undefined ? ["AUTH"] : ["AUTH", "STARTTLS"],
+    ...(script.tls !== undefined ? { key: script.tls.key, cert: script.tls.cert } : {}),
     authOptional: true,
     disableReverseLookup: true,
     logger: false,
@@ -264,14 +272,14 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
   return new Promise<Receiver>((resolve, reject) => {
     const onListenError = (err: Error): void => reject(err)
     server.server.once("error", onListenError)
-    server.listen(0, HOST, () => {
+    const onListening = (): void => {
       server.server.off("error", onListenError)
       const address = server.server.address()
-      if (address === null || typeof address === "string") {
-        reject(new Error("receiver: listener has no TCP address"))
+      if (address === null || (typeof address === "string") !== (script.socketPath !== undefined)) {
+        reject(new Error("receiver: listener has no address of the kind asked for"))
         return
       }
-      const port = address.port
+      const port = typeof address === "string" ? 0 : address.port
       resolve({
         port,
         host: HOST,
@@ -305,6 +313,8 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
         },
         close,
       })
-    })
+    }
+    if (script.socketPath !== undefined) server.listen(script.socketPath, onListening)
+    else server.listen(0, HOST, onListening)
   })
 }

@@ -123,6 +123,9 @@ describe("defaults", () => {
       smtpConnectTimeout: 30_000,
       smtpHeloTimeout: 300_000,
       smtpDataDoneTimeout: 600_000,
+      smtpTlsSecurityLevel: "may",
+      smtpTlsCaFile: null,
+      smtpTlsPolicyMaps: {},
       smtpdTimeout: 300_000,
       logLevel: "info",
       deliveryThread: "worker",
@@ -227,8 +230,75 @@ describe("parseNexthop", () => {
     expect(parseNexthop(text)).toEqual({ ok: true, value })
   })
 
-  test.each(["", "[10.0.0.5", "10.0.0.5", "[x]:0", "[x]:65536", "host:port", "2001:db8::1", "bad host"])("rejects %j", (text) => {
+  test.each(["", "[10.0.0.5", "10.0.0.5", "[x]:0", "[x]:65536", "host:port", "2001:db8::1", "bad host", "unix:/run/lmtp", "inet:mx.example"])("rejects %j", (text) => {
     expect(parseNexthop(text).ok).toBe(false)
+  })
+
+  test.each([
+    ["[10.0.0.5]:2424", { host: "10.0.0.5", port: 2424, mx: false }],
+    ["mailstore.example", { host: "mailstore.example", port: null, mx: false }],
+    ["mailstore.example:2424", { host: "mailstore.example", port: 2424, mx: false }],
+    ["inet:mailstore.example:2424", { host: "mailstore.example", port: 2424, mx: false }],
+    ["127.0.0.1:24", { host: "127.0.0.1", port: 24, mx: false }],
+    ["unix:/run/dovecot/lmtp", { host: "/run/dovecot/lmtp", port: null, mx: false, socketPath: "/run/dovecot/lmtp" }],
+    ["unix:/Tmp/With Space/lmtp", { host: "/Tmp/With Space/lmtp", port: null, mx: false, socketPath: "/Tmp/With Space/lmtp" }],
+  ] as const)("lmtp: %s (no MX lookup)", (text, value) => {
+    expect(parseNexthop(text, "lmtp")).toEqual({ ok: true, value })
+  })
+
+  test.each(["unix:", "unix:relative/lmtp", "inet:", "[x", "bad host"])("lmtp: rejects %j", (text) => {
+    expect(parseNexthop(text, "lmtp").ok).toBe(false)
+  })
+
+  test("an lmtp service's next hop is checked with the LMTP grammar, an smtp one's refuses unix:", () => {
+    expect(decodeConfig({ transports: { "box.example": "lmtp:unix:/run/dovecot/lmtp" } }, BASE).transports["box.example"]).toEqual({
+      service: "lmtp",
+      nexthop: "unix:/run/dovecot/lmtp",
+    })
+    expect(errorOf({ transports: { "box.example": "lmtp:unix:run/lmtp" } }).message).toContain("the socket path must be absolute")
+    expect(errorOf({ transports: { "box.example": "smtp:unix:/run/lmtp" } }).message).toContain('"unix:" next hops are for lmtp services')
+  })
+})
+
+describe("outbound TLS keys", () => {
+  test("levels, per-service override, CA file resolved against the base folder", () => {
+    const config = decodeConfig(
+      { smtpTlsSecurityLevel: "encrypt", smtpTlsCaFile: "ca.pem", services: { bulk: { type: "smtp", smtpTlsSecurityLevel: "none" } } },
+      BASE,
+    )
+    expect(config.smtpTlsSecurityLevel).toBe("encrypt")
+    expect(config.smtpTlsCaFile).toBe(path.join(BASE, "ca.pem"))
+    expect(config.services["bulk"]).toEqual({ type: "smtp", smtpTlsSecurityLevel: "none" })
+  })
+
+  test("policy maps: nexthop or domain keys (lowercased) to a level with optional match=", () => {
+    const config = decodeConfig(
+      {
+        smtpTlsPolicyMaps: {
+          "[MX.Example.com]:25": "verify match=hostname:.example.com",
+          "example.net": "encrypt",
+          ".example.org": "none",
+        },
+      },
+      BASE,
+    )
+    expect(config.smtpTlsPolicyMaps).toEqual({
+      "[mx.example.com]:25": { level: "verify", match: ["hostname", ".example.com"] },
+      "example.net": { level: "encrypt", match: null },
+      ".example.org": { level: "none", match: null },
+    })
+  })
+
+  test.each<[string, unknown, string, string]>([
+    ["unknown level", { smtpTlsSecurityLevel: "secure" }, "smtpTlsSecurityLevel", "expected one of none, may, encrypt, verify"],
+    ["bad policy level", { smtpTlsPolicyMaps: { "example.com": "dane" } }, "smtpTlsPolicyMaps", '"dane" is not a TLS security level'],
+    ["match on encrypt", { smtpTlsPolicyMaps: { "example.com": "encrypt match=hostname" } }, "smtpTlsPolicyMaps", "match= is only used with the verify level"],
+    ["unknown attribute", { smtpTlsPolicyMaps: { "example.com": "verify ciphers=high" } }, "smtpTlsPolicyMaps", 'unknown attribute "ciphers=high"'],
+    ["bad key", { smtpTlsPolicyMaps: { "not a host": "may" } }, "smtpTlsPolicyMaps", "expected a nexthop as written in transports"],
+    ["service level", { services: { smtp: { smtpTlsSecurityLevel: "maybe" } } }, "services.smtp.smtpTlsSecurityLevel", "expected one of none, may, encrypt, verify"],
+  ])("%s", (_what, doc, key, text) => {
+    const e = errorOf(doc)
+    expect(e.issues.some((i) => i.key.startsWith(key) && i.message.includes(text))).toBe(true)
   })
 })
 

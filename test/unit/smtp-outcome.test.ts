@@ -250,6 +250,45 @@ describe("classifyAttempt", () => {
     expect(c.verdicts.get(A)?.dsn).toBe("2.1.5")
     expect(c.verdicts.get(B)?.dsn).toBe("4.2.2")
     expect(c.verdicts.get(C)?.dsn).toBe("5.2.1")
+    // each with the server's own text, and where it was said
+    expect(c.verdicts.get(A)?.reply).toBe(`${SERVER} said: 250 2.1.5 Delivered`)
+    expect(c.verdicts.get(B)?.reply).toBe(`host ${SERVER} said: 452 4.2.2 Mailbox full (in reply to end of DATA command)`)
+    expect(c.verdicts.get(C)?.reply).toBe(`host ${SERVER} said: 550 5.2.1 Mailbox disabled (in reply to end of DATA command)`)
+  })
+
+  it("LMTP: a refusal at RCPT and replies after DATA in one transaction", () => {
+    const c = classify(
+      {
+        stage: "done",
+        reply: "250 2.0.0 ok",
+        accepted: [A, B],
+        rejected: [{ address: C, reply: "550 5.1.1 <c@example.net> User doesn't exist: c@example.net" }],
+        perRecipient: [
+          { address: A, reply: "250 2.0.0 <a@example.net> Saved" },
+          { address: B, reply: "452 4.2.2 Quota exceeded" },
+        ],
+      },
+      true,
+    )
+    expect(verdicts(c)).toEqual({ [A]: "sent", [B]: "deferred", [C]: "bounced" })
+    expect(c.verdicts.get(C)?.reply).toBe(`host ${SERVER} said: 550 5.1.1 <c@example.net> User doesn't exist: c@example.net (in reply to RCPT TO command)`)
+    expect(c.siteFailure).toBe(false)
+  })
+
+  describe("TLS (not offered, refused, handshake, certificate): Postfix's smtp_site_fail", () => {
+    const tls: AttemptResult = { stage: "tls", dsn: "4.7.4", reason: `TLS is required, but was not offered by host ${SERVER}`, handshake: false }
+    it("not the final server: everyone goes to the next one, no verdict yet, not a site failure yet", () => {
+      const c = classify(tls, false)
+      expect(c.verdicts.size).toBe(0)
+      expect(c.tryNextServer).toEqual(ALL)
+      expect(c.siteFailure).toBe(false)
+    })
+    it("the final server: everyone deferred with our reason, and the whole site failed", () => {
+      const c = classify(tls, true)
+      expect(verdicts(c)).toEqual({ [A]: "deferred", [B]: "deferred", [C]: "deferred" })
+      expect(c.verdicts.get(A)).toEqual({ verdict: "deferred", dsn: "4.7.4", reply: `TLS is required, but was not offered by host ${SERVER}`, remote: false })
+      expect(c.siteFailure).toBe(true)
+    })
   })
 
   describe("local decisions", () => {

@@ -18,6 +18,8 @@ import { parseNexthop } from "../transport/nexthop.js"
 import type { Route } from "../transport/route.js"
 import type { AttemptResult, RecipientVerdict } from "../transport/smtp-outcome.js"
 import { isSession, SmtpSession, type Connector, type OutboundSession } from "../transport/smtp-session.js"
+import { logActorFailure } from "./failure-log.js"
+import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 
 /** One delivery request: recipients of one message for one destination (Postfix's qmgr entry). */
 export interface DeliveryRequest {
@@ -37,6 +39,8 @@ export interface DeliveryAgentDeps {
   readonly log: Logger
   /** Test-only fault hook: called at the start of every transfer; may throw, or hang (a promise). */
   readonly faultHook?: (request: DeliveryRequest) => void | Promise<void>
+  /** Test-only: runs inside the delivery actor's transitions (see fault-hooks.ts). */
+  readonly actorFault?: FaultHooks["delivery"] | undefined
   /** How sessions are opened: real SMTP over sockets by default; the simulator models them. */
   readonly connector?: Connector
 }
@@ -93,7 +97,7 @@ export class DeliveryAgent {
 
   constructor(private readonly deps: DeliveryAgentDeps) {
     this.cache = new ConnectionCache(deps.clock)
-    this.machine = deliveryMachine.provide({
+    this.machine = withFaultHook(deliveryMachine.provide({
       actors: {
         resolveTargets: fromPromise(async ({ input }) => {
           const nexthop = parseNexthop(input.nexthop, defaultPortOf(this.requests.get(input.deliveryId)?.route))
@@ -107,7 +111,7 @@ export class DeliveryAgent {
         openSession: fromPromise(async ({ input }) => this.openSession(input.deliveryId, input.target)),
         transfer: fromPromise(async ({ input }) => this.transfer(input.deliveryId, input.recipients)),
       },
-    })
+    }), deps.actorFault)
   }
 
   /** Runs one delivery to its end. Never rejects: a failing agent defers its recipients. */
@@ -152,9 +156,10 @@ export class DeliveryAgent {
           if (snapshot.status === "done") finish(snapshot.output)
         },
         error: (error) => {
-          this.deps.log.error(
-            { actor: `delivery/${request.id}`, parent: `destination/${request.route.key}`, queue_id: request.message.queueId, err: error },
-            "delivery actor failed; its recipients are deferred",
+          logActorFailure(
+            this.deps.log,
+            { actor: `delivery/${request.id}`, parent: `destination/${request.route.key}`, queueIds: [request.message.queueId], restarts: 0, err: error },
+            "its recipients are deferred and retried (not restarted)",
           )
           this.sessions.get(request.id)?.close()
           this.sessions.delete(request.id)

@@ -17,6 +17,7 @@ import { DeliveryPool } from "./delivery-pool.js"
 import type { Connector } from "../transport/smtp-session.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { DeliveryAgent, type DeliveryRequest } from "./delivery.js"
+import type { FaultHooks } from "./fault-hooks.js"
 import { QueueManager } from "./qmgr.js"
 import { Smtpd } from "./smtpd.js"
 import { startControlServer } from "../control/server.js"
@@ -81,6 +82,8 @@ export interface SystemDeps {
   readonly exit: (code: number, reason: unknown) => void
   /** Test-only fault hook for delivery agents. */
   readonly deliveryFault?: (request: DeliveryRequest) => void | Promise<void>
+  /** Test-only: exceptions thrown inside the session, message, destination or delivery actors (fault-hooks.ts). */
+  readonly faultHooks?: FaultHooks
   /** How outbound sessions are opened (default: real SMTP); the simulator models destinations here. */
   readonly connector?: Connector
   /** The DNS table behind `dns`, when it is one: the delivery thread cannot be handed functions. */
@@ -122,7 +125,11 @@ export const startEngine = (deps: EngineDeps): Engine => {
   const newQueueId = makeQueueIdGenerator(deps.clock, deps.rng)
   // Delivery agents run on a second core unless told otherwise, or unless something only this thread can
   // give them is needed (a test's fault hook, the simulator's modelled connector).
-  const inWorker = deps.config().deliveryThread === "worker" && deps.deliveryFault === undefined && deps.connector === undefined
+  const inWorker =
+    deps.config().deliveryThread === "worker" &&
+    deps.deliveryFault === undefined &&
+    deps.faultHooks?.delivery === undefined &&
+    deps.connector === undefined
   const agent: DeliveryAgents = inWorker
     ? new DeliveryPool({
         config: deps.config,
@@ -141,6 +148,7 @@ export const startEngine = (deps: EngineDeps): Engine => {
         dns: deps.dns,
         log: deps.log,
         ...(deps.deliveryFault !== undefined ? { faultHook: deps.deliveryFault } : {}),
+        actorFault: deps.faultHooks?.delivery,
         ...(deps.connector !== undefined ? { connector: deps.connector } : {}),
       })
   const qmgr = new QueueManager({
@@ -155,13 +163,23 @@ export const startEngine = (deps: EngineDeps): Engine => {
     cancel: (id, reason) => agent.cancel(id, reason),
     destinationPolicy: row("destination").policy,
     escalate: (err) => deps.exit(70, err),
+    faultHooks: deps.faultHooks,
   })
   return { committer, qmgr, agent, newQueueId, recovery }
 }
 
 export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
   const { committer, qmgr, agent, newQueueId, recovery } = startEngine(deps)
-  const smtpd = new Smtpd({ config: deps.config, committer, clock: deps.clock, log: deps.log, dns: deps.dns, newQueueId, qmgr })
+  const smtpd = new Smtpd({
+    config: deps.config,
+    committer,
+    clock: deps.clock,
+    log: deps.log,
+    dns: deps.dns,
+    newQueueId,
+    qmgr,
+    faultHook: deps.faultHooks?.session,
+  })
   // Group commit waits for company only when another client is connected: a lone client gets its commit
   // on the next turn, a crowd shares fsyncs.
   committer.expectCompany = () => smtpd.sessionCount() > 1

@@ -13,6 +13,7 @@ import { makeQueueIdGenerator } from "../store/queue-id.js"
 import { recover, type RecoveryReport } from "../store/recovery.js"
 import type { DnsTable, ResolverShape } from "../transport/dns.js"
 import { readBody } from "../store/queue-store.js"
+import { AttemptPruner } from "./attempt-pruner.js"
 import { DeliveryPool } from "./delivery-pool.js"
 import type { Connector } from "../transport/smtp-session.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
@@ -110,6 +111,8 @@ export interface Engine {
   readonly agent: DeliveryAgents
   readonly newQueueId: () => string
   readonly recovery: RecoveryReport
+  /** Deletes attempts-log rows past attemptLogRetention once started (`postern start` starts it; the simulator never does). */
+  readonly pruner: AttemptPruner
 }
 
 export type EngineDeps = Omit<SystemDeps, "controlDir"> & {
@@ -165,11 +168,12 @@ export const startEngine = (deps: EngineDeps): Engine => {
     escalate: (err) => deps.exit(70, err),
     faultHooks: deps.faultHooks,
   })
-  return { committer, qmgr, agent, newQueueId, recovery }
+  const pruner = new AttemptPruner({ config: deps.config, committer, clock: deps.clock, log: deps.log })
+  return { committer, qmgr, agent, newQueueId, recovery, pruner }
 }
 
 export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
-  const { committer, qmgr, agent, newQueueId, recovery } = startEngine(deps)
+  const { committer, qmgr, agent, newQueueId, recovery, pruner } = startEngine(deps)
   const smtpd = new Smtpd({
     config: deps.config,
     committer,
@@ -188,6 +192,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
   // The delivery thread boots while the listener already takes mail; the queue starts once it can deliver.
   if (agent instanceof DeliveryPool) await agent.ready()
   qmgr.start()
+  pruner.start()
   const control =
     deps.controlDir === undefined
       ? null
@@ -224,6 +229,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
     recovery,
     listening,
     stop: async (graceMs) => {
+      pruner.stop()
       control?.close()
       const closing = smtpd.close()
       await qmgr.stop(graceMs)

@@ -21,6 +21,8 @@ import type { AttemptResult, RecipientVerdict } from "../transport/smtp-outcome.
 import { isSession, SmtpSession, type Connector, type OutboundSession, type SessionTls } from "../transport/smtp-session.js"
 import { readCaFile, type TlsInfo } from "../transport/tls-check.js"
 import { expectedNames, formatTlsPolicy, isTlsRequired, tlsPolicyFor } from "../transport/tls-policy.js"
+import { logActorFailure } from "./failure-log.js"
+import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 
 /** One delivery request: recipients of one message for one destination (Postfix's qmgr entry). */
 export interface DeliveryRequest {
@@ -40,6 +42,8 @@ export interface DeliveryAgentDeps {
   readonly log: Logger
   /** Test-only fault hook: called at the start of every transfer; may throw, or hang (a promise). */
   readonly faultHook?: (request: DeliveryRequest) => void | Promise<void>
+  /** Test-only: runs inside the delivery actor's transitions (see fault-hooks.ts). */
+  readonly actorFault?: FaultHooks["delivery"] | undefined
   /** How sessions are opened: real SMTP over sockets by default; the simulator models them. */
   readonly connector?: Connector
 }
@@ -131,7 +135,7 @@ export class DeliveryAgent {
         },
       )
     }
-    this.machine = deliveryMachine.provide({
+    this.machine = withFaultHook(deliveryMachine.provide({
       actions: {
         lookUpServers: ({ context, self }) =>
           answer(self, this.lookUpServers(context.deliveryId, context.nexthop).then((result) => ({ type: "lookup.done", result })), (error) => ({ type: "lookup.error", error })),
@@ -144,7 +148,7 @@ export class DeliveryAgent {
         transferMail: ({ context, self }) =>
           answer(self, this.transfer(context.deliveryId, context.pending).then((result) => ({ type: "transfer.done", result })), (error) => ({ type: "transfer.error", error })),
       },
-    })
+    }), deps.actorFault)
   }
 
   private async lookUpServers(deliveryId: string, text: string): Promise<TargetsResult> {
@@ -211,9 +215,10 @@ export class DeliveryAgent {
           if (snapshot.status === "done") finish(snapshot.output)
         },
         error: (error) => {
-          this.deps.log.error(
-            { actor: `delivery/${request.id}`, parent: `destination/${request.route.key}`, queue_id: request.message.queueId, err: error },
-            "delivery actor failed; its recipients are deferred",
+          logActorFailure(
+            this.deps.log,
+            { actor: `delivery/${request.id}`, parent: `destination/${request.route.key}`, queueIds: [request.message.queueId], restarts: 0, err: error },
+            "its recipients are deferred and retried (not restarted)",
           )
           this.sessions.get(request.id)?.close()
           this.sessions.delete(request.id)

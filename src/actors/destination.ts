@@ -1,7 +1,8 @@
 // A destination queue (Postfix's qmgr_queue) as a hosted actor: the destination machine decides how many
 // deliveries may run; this host keeps the to-do list of delivery requests, starts deliveries while the
 // window has room, and defers everything queued at once when the destination is dead. Supervised by the
-// queue manager: if the machine fails, it is restarted from its initial window and the queue goes on.
+// queue manager: if the machine fails, it is restarted from its initial window and the queue goes on (a
+// delivery it was starting when it failed goes back to the head of the to-do list).
 import { createActor, type ActorRefFrom } from "xstate"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { destinationMachine, type DestinationInput } from "../machines/destination.js"
@@ -9,6 +10,7 @@ import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
 import type { DeliveryRequest } from "./delivery.js"
+import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 import { supervise } from "./supervisor.js"
 
 export interface DestinationDeps {
@@ -21,6 +23,8 @@ export interface DestinationDeps {
   readonly restartPolicy: RestartPolicy
   /** Past the restart intensity: the queue manager decides (it escalates further). */
   readonly escalate: (error: unknown) => void
+  /** Test-only: see fault-hooks.ts. */
+  readonly faultHook?: FaultHooks["destination"] | undefined
 }
 
 export type DestinationStatus =
@@ -28,9 +32,14 @@ export type DestinationStatus =
   | { readonly state: "dead"; readonly reason: string | null; readonly queued: number; readonly deadUntil: number }
   | { readonly state: "rate-delayed"; readonly until: number; readonly queued: number }
 
+const ESCALATED = "destination actor keeps failing"
+
 export class DestinationQueue {
   private actor!: ActorRefFrom<typeof destinationMachine>
+  private readonly logic: typeof destinationMachine
   private readonly todo: Array<DeliveryRequest> = []
+  /** Deliveries started and not yet completed. */
+  private readonly inFlight = new Set<DeliveryRequest>()
   /** Set at shutdown: deliveries in flight finish, no new one starts. */
   private holding = false
   /** When the destination was last declared dead (epoch ms), for `postern queue list`. */
@@ -40,6 +49,8 @@ export class DestinationQueue {
   private pauseTimer: unknown = null
   /** When work last came or went (epoch ms): an idle queue is kept a while before it is dropped. */
   private lastActivity: number
+  /** Past its restart intensity: never restarted again; whatever arrives is deferred. */
+  private escalated = false
 
   constructor(
     readonly key: string,
@@ -47,6 +58,7 @@ export class DestinationQueue {
     private readonly deps: DestinationDeps,
   ) {
     this.lastActivity = deps.clock.now()
+    this.logic = withFaultHook(destinationMachine, deps.faultHook)
     supervise(
       {
         id: `destination/${key}`,
@@ -57,7 +69,8 @@ export class DestinationQueue {
           this.pump()
         },
         escalate: (err) => {
-          this.deferAllQueued("destination actor keeps failing")
+          this.escalated = true
+          this.deferAllQueued(ESCALATED)
           deps.escalate(err)
         },
       },
@@ -111,8 +124,13 @@ export class DestinationQueue {
     this.actor.stop()
   }
 
-  private spawn(fail: (error: unknown) => void): ActorRefFrom<typeof destinationMachine> {
-    const actor = createActor(destinationMachine, { clock: this.deps.clock, input: this.input })
+  /** The queue ids of the mail this destination holds: queued here or in flight. */
+  private heldQueueIds(): Array<string> {
+    return [...this.inFlight, ...this.todo].map((r) => r.message.queueId)
+  }
+
+  private spawn(fail: (error: unknown, held: { queue_ids: ReadonlyArray<string> }) => void): ActorRefFrom<typeof destinationMachine> {
+    const actor = createActor(this.logic, { clock: this.deps.clock, input: this.input })
     let previous: unknown = "ready"
     actor.subscribe({
       next: (s) => {
@@ -126,13 +144,14 @@ export class DestinationQueue {
           queueMicrotask(() => this.pump())
         }
       },
-      error: (err) => fail(err),
+      error: (err) => fail(err, { queue_ids: this.heldQueueIds() }),
     })
     actor.start()
     return actor
   }
 
   private pump(): void {
+    if (this.escalated) return this.deferAllQueued(ESCALATED)
     for (;;) {
       const s = this.actor.getSnapshot()
       if (s.value === "dead") {
@@ -142,9 +161,18 @@ export class DestinationQueue {
       if (this.holding || s.status !== "active" || s.value !== "ready" || this.todo.length === 0) return
       if (this.rateDelayed()) return
       const request = this.todo.shift()!
+      this.inFlight.add(request)
       this.actor.send({ type: "delivery.started" })
+      if (this.actor.getSnapshot().status !== "active") {
+        // The destination actor failed taking this delivery: it never started; it runs after the restart.
+        this.inFlight.delete(request)
+        this.todo.unshift(request)
+        if (this.escalated) this.deferAllQueued(ESCALATED)
+        return
+      }
       const started = this.deps.clock.now()
       void this.deps.deliver(request).then((output) => {
+        this.inFlight.delete(request)
         // Postfix's destination rate delay: the queue is suspended for the delay after each delivery.
         if ((this.input.rateDelay ?? 0) > 0) this.pausedUntil = this.deps.clock.now() + this.input.rateDelay!
         this.actor.send({

@@ -22,6 +22,8 @@ import type { RecipientVerdict } from "../transport/smtp-outcome.js"
 import { makeBounce, type Failed } from "./bounce.js"
 import { readableFromChunks, type DeliveryRequest } from "./delivery.js"
 import { DestinationQueue, type DestinationStatus } from "./destination.js"
+import { logActorFailure } from "./failure-log.js"
+import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 
 export interface QmgrDeps {
   readonly config: () => PosternConfig
@@ -38,6 +40,8 @@ export interface QmgrDeps {
   readonly destinationPolicy: RestartPolicy
   /** A destination past its restart intensity: the root decides. */
   readonly escalate: (error: unknown) => void
+  /** Test-only: see fault-hooks.ts. */
+  readonly faultHooks?: Pick<FaultHooks, "message" | "destination"> | undefined
 }
 
 /** Messages loaded per scan of the due index. */
@@ -73,9 +77,11 @@ export class QueueManager {
   private backlogged = false
 
   private readonly logsInfo: boolean
+  private readonly messageLogic: typeof messageMachine
 
   constructor(private readonly deps: QmgrDeps) {
     this.logsInfo = deps.log.isLevelEnabled("info")
+    this.messageLogic = withFaultHook(messageMachine, deps.faultHooks?.message)
   }
 
   start(): void {
@@ -128,7 +134,7 @@ export class QueueManager {
       return
     }
     const config = this.deps.config()
-    const actor = createActor(messageMachine, {
+    const actor = createActor(this.messageLogic, {
       clock: this.deps.clock,
       input: {
         queueId: message.queueId,
@@ -161,16 +167,24 @@ export class QueueManager {
         if (snapshot.status === "done") this.settle(entry, snapshot.output)
       },
       error: (err) => {
-        // The message actor is temporary (system.ts): its recipients go back to the queue, due after
-        // the minimal backoff, and the actor is not restarted.
-        this.deps.log.error({ actor: `message/${message.queueId}`, parent: "qmgr", queue_id: message.queueId, err }, "message actor failed")
+        // The message actor is temporary (system.ts): it leaves the window at once (results of its
+        // deliveries still in flight are discarded: at least once), its recipients go back to the queue,
+        // due after the minimal backoff, and it is not restarted.
+        logActorFailure(
+          this.deps.log,
+          { actor: `message/${message.queueId}`, parent: "qmgr", queueIds: [message.queueId], restarts: 0, err },
+          `its recipients return to the queue, due in ${config.minimalBackoffTime} ms`,
+        )
         const due = this.deps.clock.now() + config.minimalBackoffTime
-        void this.deps.committer
-          .run((db) => {
-            for (const r of message.recipients) q.rescheduleRecipient(db, r.id, due)
-          })
-          .catch(() => undefined)
-          .finally(() => this.release(entry, true))
+        const requeue: q.StoreWrite = (db) => {
+          for (const r of message.recipients) q.rescheduleRecipient(db, r.id, due)
+          q.deleteMessageIfDone(db, message.id)
+        }
+        this.release(entry, false)
+        void this.deps.committer.run(requeue).then(
+          () => this.rearm(),
+          () => this.writeUntilCommitted(message, requeue, 1000, () => this.rearm()),
+        )
       },
     })
     actor.start()
@@ -347,6 +361,7 @@ export class QueueManager {
           done: (request, output, durationMs) => this.onDelivered(request, output, durationMs),
           restartPolicy: this.deps.destinationPolicy,
           escalate: this.deps.escalate,
+          faultHook: this.deps.faultHooks?.destination,
         },
       )
       this.destinations.set(route.key, d)
@@ -358,7 +373,8 @@ export class QueueManager {
 
   private onDelivered(request: DeliveryRequest, output: DeliveryOutput, durationMs: number): void {
     const entry = this.active.get(request.message.id)
-    if (entry === undefined) return
+    // Gone, or admitted again since this request left (its message actor failed): the result is discarded.
+    if (entry === undefined || entry.message !== request.message) return
     const now = this.deps.clock.now()
     const m = request.message
     const attempts: Array<{ r: QueuedRecipient; v: RecipientVerdict; kind: RecipientOutcomeKind }> = []
@@ -547,16 +563,16 @@ export class QueueManager {
   }
 
   /** Retries a write the store refused until it commits (the disk fills, the disk empties). */
-  private writeUntilCommitted(m: ActiveMessage, write: q.StoreWrite, delayMs = 1000): void {
+  private writeUntilCommitted(m: ActiveMessage, write: q.StoreWrite, delayMs = 1000, committed?: () => void): void {
     this.pendingCompletions++
     this.deps.clock.setTimeout(() => {
       void this.deps.committer
         .runLazily(write)
         .then(
-          () => undefined,
+          () => committed?.(),
           (err: unknown) => {
             this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not write delivery outcomes; retrying")
-            this.writeUntilCommitted(m, write, Math.min(delayMs * 2, 30_000))
+            this.writeUntilCommitted(m, write, Math.min(delayMs * 2, 30_000), committed)
           },
         )
         .finally(() => this.pendingCompletions--)

@@ -1,12 +1,14 @@
 // The SMTP server (Postfix's smtpd): one smtp-server instance per listener, one session actor per
 // connection. Callbacks from smtp-server become session events; replies follow Postfix's texts. The
 // reply to end-of-data is sent only after the group commit holding the message, its body and all its
-// recipients is on disk; a store failure becomes 451/452 so the client retries and nothing is lost.
+// recipients is on disk; a store failure becomes 451/452 so the client retries and nothing is lost. A
+// session actor that fails is not restarted (system.ts): its client hears 421 4.3.0 at its next command
+// and is disconnected; the listener and every other session go on.
 import type { Readable } from "node:stream"
 import { SMTPServer, type SMTPServerSession, type SMTPServerAddress } from "smtp-server"
 import { createActor, type ActorRefFrom } from "xstate"
 import type { ListenerConfig, PosternConfig } from "../config/types.js"
-import { sessionMachine } from "../machines/session.js"
+import { sessionMachine, type Envelope } from "../machines/session.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import { rfc5322Date } from "../dsn/ndr.js"
@@ -18,6 +20,8 @@ import type { ResolverShape } from "../transport/dns.js"
 import { MessageIntake } from "../smtpd/intake.js"
 import { checkRecipient, isInNetworks, parseNetworks } from "../smtpd/relay-policy.js"
 import { replyForStoreFailure, SmtpReply } from "../smtpd/replies.js"
+import { logActorFailure } from "./failure-log.js"
+import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 
 export interface SmtpdDeps {
   readonly config: () => PosternConfig
@@ -28,6 +32,8 @@ export interface SmtpdDeps {
   readonly newQueueId: () => string
   /** The queue manager's side of the hand-off. */
   readonly qmgr: { hasRoom(): boolean; admit(m: ActiveMessage): void; noteBacklog(): void; readonly leaseMs: number }
+  /** Test-only: see fault-hooks.ts. */
+  readonly faultHook?: FaultHooks["session"] | undefined
 }
 
 /** MAIL FROM and RCPT TO parameters Postern understands; anything else is refused (555 5.5.4). */
@@ -49,12 +55,16 @@ const isLoopback = (ip: string): boolean => ip.startsWith("127.") || ip === "::1
 export class Smtpd {
   private readonly servers: Array<SMTPServer> = []
   private readonly sessions = new Map<string, SessionActor>()
+  /** The queue id of the message a session is receiving, while it receives it. */
+  private readonly receiving = new Map<string, string>()
   private networks
   private readonly logsInfo: boolean
+  private readonly sessionLogic: typeof sessionMachine
 
   constructor(private readonly deps: SmtpdDeps) {
     this.networks = parseNetworks(deps.config().mynetworks)
     this.logsInfo = deps.log.isLevelEnabled("info")
+    this.sessionLogic = withFaultHook(sessionMachine, deps.faultHook)
   }
 
   isTrusted(address: string): boolean {
@@ -134,7 +144,7 @@ export class Smtpd {
   }
 
   private openSession(session: SMTPServerSession): void {
-    const actor = createActor(sessionMachine, {
+    const actor = createActor(this.sessionLogic, {
       clock: this.deps.clock,
       input: {
         sessionId: session.id,
@@ -144,7 +154,14 @@ export class Smtpd {
       },
     })
     actor.subscribe({
-      error: (err) => this.deps.log.error({ actor: `session/${session.id}`, parent: "smtpd", err }, "session actor failed"),
+      error: (err) => {
+        const held = this.receiving.get(session.id)
+        logActorFailure(
+          this.deps.log,
+          { actor: `session/${session.id}`, parent: "smtpd", queueIds: held === undefined ? [] : [held], restarts: 0, err },
+          "the client gets 421 4.3.0 and is disconnected (not restarted; nothing unacknowledged is kept)",
+        )
+      },
     })
     actor.start()
     this.sessions.set(session.id, actor)
@@ -155,6 +172,15 @@ export class Smtpd {
     if (actor === undefined) return
     actor.stop() // the connection is gone: the actor ends with it (no event needed to say so)
     this.sessions.delete(session.id)
+  }
+
+  /** A failed session actor answers nothing more: its client is told 421 and disconnected. */
+  private hasFailed(actor: SessionActor): boolean {
+    return actor.getSnapshot().status === "error"
+  }
+
+  private sessionFailed(): SmtpReply {
+    return SmtpReply.of("SESSION_FAILED", this.deps.config().hostname)
   }
 
   private actorOf(session: SMTPServerSession): SessionActor {
@@ -172,12 +198,14 @@ export class Smtpd {
     if (unknown !== undefined) return cb(SmtpReply.of("UNSUPPORTED_OPTION", unknown))
     // The HELO/EHLO name rides with MAIL: one event less per session on the hot path.
     const helo = session.hostNameAppearsAs ?? ""
-    this.actorOf(session).send({ type: "smtp.mail", sender: address.address, params: params as MailParams, ...(helo !== "" ? { helo } : {}) })
-    cb()
+    const actor = this.actorOf(session)
+    if (!this.hasFailed(actor)) actor.send({ type: "smtp.mail", sender: address.address, params: params as MailParams, ...(helo !== "" ? { helo } : {}) })
+    cb(this.hasFailed(actor) ? this.sessionFailed() : null)
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const actor = this.actorOf(session)
+    if (this.hasFailed(actor)) return cb(this.sessionFailed())
     const params = paramsOf(address.args)
     const unknown = Object.keys(params).find((k) => !RCPT_PARAMS.has(k))
     if (unknown !== undefined) return cb(SmtpReply.of("UNSUPPORTED_OPTION", unknown))
@@ -188,6 +216,7 @@ export class Smtpd {
     const decision = checkRecipient(this.deps.config(), ctx.trusted, address.address)
     if (!decision.ok) {
       actor.send({ type: "smtp.rcpt.rejected", address: address.address })
+      if (this.hasFailed(actor)) return cb(this.sessionFailed())
       this.deps.log.info(
         { actor: `session/${session.id}`, client: session.remoteAddress, to: address.address, reply: SmtpReply.text("RELAY_DENIED", address.address) },
         `NOQUEUE: reject: RCPT from [${session.remoteAddress}]: 554 ${SmtpReply.text("RELAY_DENIED", address.address)}`,
@@ -195,19 +224,44 @@ export class Smtpd {
       return cb(SmtpReply.of("RELAY_DENIED", address.address))
     }
     actor.send({ type: "smtp.rcpt.accepted", address: address.address, params: params as RcptParams })
-    cb()
+    cb(this.hasFailed(actor) ? this.sessionFailed() : null)
   }
 
   private async onData(stream: Readable, session: SMTPServerSession): Promise<string> {
     const config = this.deps.config()
     const actor = this.actorOf(session)
     const envelope = actor.getSnapshot().context.envelope
+    if (this.hasFailed(actor)) {
+      stream.resume()
+      throw this.sessionFailed()
+    }
     if (envelope === null || envelope.recipients.length === 0) {
       stream.resume()
       throw SmtpReply.of("NEED_RCPT")
     }
     actor.send({ type: "smtp.data.start" })
+    if (this.hasFailed(actor)) {
+      stream.resume()
+      throw this.sessionFailed()
+    }
     const queueId = this.deps.newQueueId()
+    this.receiving.set(session.id, queueId)
+    try {
+      return await this.receive(stream, session, actor, envelope, queueId, config)
+    } finally {
+      this.receiving.delete(session.id)
+    }
+  }
+
+  /** Streams the message into the store and commits it; the reply to end-of-data. */
+  private async receive(
+    stream: Readable,
+    session: SMTPServerSession,
+    actor: SessionActor,
+    envelope: Envelope,
+    queueId: string,
+    config: PosternConfig,
+  ): Promise<string> {
     const arrival = this.deps.clock.now()
     const intake = new MessageIntake(
       this.deps.committer,
@@ -224,6 +278,10 @@ export class Smtpd {
       throw SmtpReply.of("TRANSFER_INTERRUPTED")
     }
     actor.send({ type: "smtp.data.end" })
+    if (this.hasFailed(actor)) {
+      await intake.discard()
+      throw this.sessionFailed()
+    }
     if (intake.oversize || (stream as Readable & { sizeExceeded?: boolean }).sizeExceeded === true) {
       await intake.discard()
       actor.send({ type: "queue.message.failed", reason: "size" })

@@ -13,10 +13,12 @@ import { makeQueueIdGenerator } from "../store/queue-id.js"
 import { recover, type RecoveryReport } from "../store/recovery.js"
 import type { DnsTable, ResolverShape } from "../transport/dns.js"
 import { readBody } from "../store/queue-store.js"
+import { AttemptPruner } from "./attempt-pruner.js"
 import { DeliveryPool } from "./delivery-pool.js"
 import type { Connector } from "../transport/smtp-session.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { DeliveryAgent, type DeliveryRequest } from "./delivery.js"
+import type { FaultHooks } from "./fault-hooks.js"
 import { QueueManager } from "./qmgr.js"
 import { Smtpd } from "./smtpd.js"
 import { startControlServer } from "../control/server.js"
@@ -81,6 +83,8 @@ export interface SystemDeps {
   readonly exit: (code: number, reason: unknown) => void
   /** Test-only fault hook for delivery agents. */
   readonly deliveryFault?: (request: DeliveryRequest) => void | Promise<void>
+  /** Test-only: exceptions thrown inside the session, message, destination or delivery actors (fault-hooks.ts). */
+  readonly faultHooks?: FaultHooks
   /** How outbound sessions are opened (default: real SMTP); the simulator models destinations here. */
   readonly connector?: Connector
   /** The DNS table behind `dns`, when it is one: the delivery thread cannot be handed functions. */
@@ -107,6 +111,8 @@ export interface Engine {
   readonly agent: DeliveryAgents
   readonly newQueueId: () => string
   readonly recovery: RecoveryReport
+  /** Deletes attempts-log rows past attemptLogRetention once started (`postern start` starts it; the simulator never does). */
+  readonly pruner: AttemptPruner
 }
 
 export type EngineDeps = Omit<SystemDeps, "controlDir"> & {
@@ -122,7 +128,11 @@ export const startEngine = (deps: EngineDeps): Engine => {
   const newQueueId = makeQueueIdGenerator(deps.clock, deps.rng)
   // Delivery agents run on a second core unless told otherwise, or unless something only this thread can
   // give them is needed (a test's fault hook, the simulator's modelled connector).
-  const inWorker = deps.config().deliveryThread === "worker" && deps.deliveryFault === undefined && deps.connector === undefined
+  const inWorker =
+    deps.config().deliveryThread === "worker" &&
+    deps.deliveryFault === undefined &&
+    deps.faultHooks?.delivery === undefined &&
+    deps.connector === undefined
   const agent: DeliveryAgents = inWorker
     ? new DeliveryPool({
         config: deps.config,
@@ -141,6 +151,7 @@ export const startEngine = (deps: EngineDeps): Engine => {
         dns: deps.dns,
         log: deps.log,
         ...(deps.deliveryFault !== undefined ? { faultHook: deps.deliveryFault } : {}),
+        actorFault: deps.faultHooks?.delivery,
         ...(deps.connector !== undefined ? { connector: deps.connector } : {}),
       })
   const qmgr = new QueueManager({
@@ -155,13 +166,24 @@ export const startEngine = (deps: EngineDeps): Engine => {
     cancel: (id, reason) => agent.cancel(id, reason),
     destinationPolicy: row("destination").policy,
     escalate: (err) => deps.exit(70, err),
+    faultHooks: deps.faultHooks,
   })
-  return { committer, qmgr, agent, newQueueId, recovery }
+  const pruner = new AttemptPruner({ config: deps.config, committer, clock: deps.clock, log: deps.log })
+  return { committer, qmgr, agent, newQueueId, recovery, pruner }
 }
 
 export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
-  const { committer, qmgr, agent, newQueueId, recovery } = startEngine(deps)
-  const smtpd = new Smtpd({ config: deps.config, committer, clock: deps.clock, log: deps.log, dns: deps.dns, newQueueId, qmgr })
+  const { committer, qmgr, agent, newQueueId, recovery, pruner } = startEngine(deps)
+  const smtpd = new Smtpd({
+    config: deps.config,
+    committer,
+    clock: deps.clock,
+    log: deps.log,
+    dns: deps.dns,
+    newQueueId,
+    qmgr,
+    faultHook: deps.faultHooks?.session,
+  })
   // Group commit waits for company only when another client is connected: a lone client gets its commit
   // on the next turn, a crowd shares fsyncs.
   committer.expectCompany = () => smtpd.sessionCount() > 1
@@ -170,6 +192,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
   // The delivery thread boots while the listener already takes mail; the queue starts once it can deliver.
   if (agent instanceof DeliveryPool) await agent.ready()
   qmgr.start()
+  pruner.start()
   const control =
     deps.controlDir === undefined
       ? null
@@ -206,6 +229,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
     recovery,
     listening,
     stop: async (graceMs) => {
+      pruner.stop()
       control?.close()
       const closing = smtpd.close()
       await qmgr.stop(graceMs)

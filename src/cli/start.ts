@@ -2,6 +2,7 @@
 // listens, runs until SIGTERM/SIGINT, then stops taking mail and lets deliveries finish (at most 10 s).
 import { Effect, Layer } from "effect"
 import type { PosternConfig } from "../config/types.js"
+import type { FaultHooks } from "../actors/fault-hooks.js"
 import { startSystem } from "../actors/system.js"
 import { Clock } from "../runtime/clock.js"
 import { Log, makeLogger } from "../runtime/log.js"
@@ -13,7 +14,12 @@ import { Dns } from "../transport/dns.js"
 
 const GRACE_MS = 10_000
 
-export const startProgram = Effect.gen(function* () {
+/** What only a test harness passes (test/support/fault-child.ts); `postern start` passes nothing. */
+export interface StartTestHooks {
+  readonly faultHooks?: FaultHooks
+}
+
+export const startProgram = (hooks: StartTestHooks = {}) => Effect.gen(function* () {
   const config = yield* AppConfig
   const clock = yield* Clock
   const rng = yield* Rng
@@ -34,6 +40,7 @@ export const startProgram = Effect.gen(function* () {
           rng,
           dns,
           log,
+          ...(hooks.faultHooks !== undefined ? { faultHooks: hooks.faultHooks } : {}),
           exit: (code, reason) => {
             log.fatal({ actor: "root", err: reason }, "supervision escalated to the root; exiting for a clean restart")
             log.flush()
@@ -54,7 +61,7 @@ export const startProgram = Effect.gen(function* () {
   return yield* Effect.never
 })
 
-export const runStart = (config: PosternConfig): void => {
+export const runStart = (config: PosternConfig, hooks: StartTestHooks = {}): void => {
   const log = makeLogger(config.logLevel)
   process.on("uncaughtException", (err) => {
     log.fatal({ actor: "root", err }, "uncaught exception; exiting for a clean restart")
@@ -69,7 +76,7 @@ export const runStart = (config: PosternConfig): void => {
     Layer.succeed(Log, Log.of(log)),
   )
   runMain(
-    startProgram.pipe(
+    startProgram(hooks).pipe(
       Effect.scoped,
       Effect.provide(layers),
       Effect.catch((e) =>

@@ -577,6 +577,7 @@ export const DEFAULTS = {
   logLevel: "info",
   deliveryThread: "worker",
   backoffJitter: 0.1,
+  attemptLogRetention: "7d",
 } as const
 
 const fields = {
@@ -614,6 +615,7 @@ const fields = {
   logLevel: LogLevel.pipe(withDefault(DEFAULTS.logLevel)),
   deliveryThread: DeliveryThread.pipe(withDefault(DEFAULTS.deliveryThread)),
   backoffJitter: Fraction.pipe(withDefault(DEFAULTS.backoffJitter)),
+  attemptLogRetention: PostfixDuration.pipe(withDefault(DEFAULTS.attemptLogRetention)),
 }
 
 /** Our keys, in document order. */

@@ -91,4 +91,6 @@ export interface PosternConfig {
   readonly backoffJitter: number
   /** Where the delivery agents run: a worker thread on the second core, or the main thread. */
   readonly deliveryThread: "worker" | "main"
+  /** Rows of the attempts log older than this are deleted (ms); 0 = keep them forever. */
+  readonly attemptLogRetention: number
 }

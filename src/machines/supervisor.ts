@@ -21,6 +21,10 @@ export interface SupervisorContext {
 
 export type SupervisorEvent = { type: "child.failed"; now: number } | { type: "child.started" }
 
+/** Whether one more failure at `now` stays within the restart intensity, given the earlier failure times. */
+export const isWithinIntensity = (policy: RestartPolicy, failures: ReadonlyArray<number>, now: number): boolean =>
+  failures.filter((t) => now - t < policy.withinMs).length + 1 <= policy.maxRestarts
+
 export const restartBackoff = (policy: RestartPolicy, failuresInWindow: number): number =>
   Math.min(policy.backoffMs * 2 ** Math.max(0, failuresInWindow - 1), policy.maxBackoffMs)
 
@@ -31,11 +35,8 @@ export const supervisorMachine = setup({
     events: {} as SupervisorEvent,
   },
   guards: {
-    isWithinIntensity: ({ context, event }) => {
-      if (event.type !== "child.failed") return true
-      const recent = context.failures.filter((t) => event.now - t < context.policy.withinMs)
-      return recent.length + 1 <= context.policy.maxRestarts
-    },
+    isWithinIntensity: ({ context, event }) =>
+      event.type !== "child.failed" || isWithinIntensity(context.policy, context.failures, event.now),
   },
   actions: {
     recordFailure: assign({

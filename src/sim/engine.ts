@@ -104,7 +104,8 @@ export const runPolicy = async (input: PolicyRunInput): Promise<PolicyRun> => {
   const errors: Array<string> = []
   const log = errorCollector(errors)
   const net = new ModelledInternet(input.destinations, seed, clock)
-  // The same engine `postern start` runs; only time, chance, DNS and the far ends are modelled.
+  // The same engine `postern start` runs; only time, chance, DNS and the far ends are modelled. Its
+  // attempts-log pruner is never started: every attempt is this run's output (attemptLogRetention is moot).
   const { committer, qmgr, newQueueId, agent } = startEngine({
     config: () => config,
     db,

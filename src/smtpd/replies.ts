@@ -19,6 +19,7 @@ export const REPLIES = {
   TRANSFER_INTERRUPTED: { code: 451, enhanced: "4.3.0", text: () => "Error: message transfer interrupted" },
   QUEUE_WRITE_ERROR: { code: 451, enhanced: "4.3.0", text: () => "Error: queue file write error" },
   INSUFFICIENT_STORAGE: { code: 452, enhanced: "4.3.1", text: () => "Insufficient system storage" },
+  SESSION_FAILED: { code: 421, enhanced: "4.3.0", text: (hostname) => `${hostname} Server local error` },
 } as const satisfies Record<string, ReplySpec>
 
 export type ReplyName = keyof typeof REPLIES

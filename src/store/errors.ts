@@ -20,7 +20,11 @@ export class StoreError extends Data.TaggedError("StoreError")<{
       case "SQLITE_FULL":
         return new StoreError({ reason: "disk-full", detail })
       case "SQLITE_BUSY":
+      case "SQLITE_BUSY_RECOVERY":
+      case "SQLITE_BUSY_SNAPSHOT":
+      case "SQLITE_BUSY_TIMEOUT":
       case "SQLITE_LOCKED":
+      case "SQLITE_LOCKED_SHAREDCACHE":
         return new StoreError({ reason: "busy", detail })
       case "SQLITE_READONLY":
         return new StoreError({ reason: "read-only", detail })

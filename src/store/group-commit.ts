@@ -5,6 +5,10 @@
 // Two kinds of work: urgent (a client waits for its 250) flushes after `windowMs`; lazy (delivery
 // outcomes, which nobody waits on) rides along with the next urgent batch or flushes after `lazyWindowMs`,
 // so under load the queue's bookkeeping costs no fsync of its own.
+// When another connection holds the database's write lock (SQLITE_BUSY), the event loop is never blocked
+// waiting for it: SQLite waits at most `lockWaitMs`, then the work stays queued, in order, and is retried
+// with a short backoff; an operation still locked out after `busyTimeoutMs` fails with reason 'busy'
+// (smtpd answers 451 4.3.0, the queue manager retries its bookkeeping).
 import type Database from "better-sqlite3"
 import { StoreError } from "./errors.js"
 
@@ -14,6 +18,8 @@ interface Pending {
   readonly op: StoreOp<unknown>
   readonly resolve: (value: unknown) => void
   readonly reject: (error: StoreError) => void
+  /** When this operation first found the database locked by another connection (performance.now()). */
+  lockedOutSince?: number
 }
 
 export interface GroupCommitOptions {
@@ -23,14 +29,24 @@ export interface GroupCommitOptions {
   readonly lazyWindowMs: number
   /** A batch this large is flushed at once. */
   readonly maxBatch: number
+  /** How long an operation may wait for another connection's write lock before it fails 'busy' (ms). */
+  readonly busyTimeoutMs?: number
+  /** How long SQLite itself may block the event loop waiting for that lock, per try (ms; busy_timeout). */
+  readonly lockWaitMs?: number
 }
 
-export const DEFAULT_GROUP_COMMIT: GroupCommitOptions = { windowMs: 4, lazyWindowMs: 20, maxBatch: 512 }
+export const DEFAULT_GROUP_COMMIT: GroupCommitOptions = { windowMs: 4, lazyWindowMs: 20, maxBatch: 512, busyTimeoutMs: 5000, lockWaitMs: 10 }
+
+/** Retries while locked out: from the first to the last, doubling (ms). */
+const LOCK_RETRY_FIRST_MS = 5
+const LOCK_RETRY_MAX_MS = 100
 
 export interface CommitStats {
   readonly transactions: number
   readonly operations: number
   readonly failures: number
+  /** Times a batch found the database locked by another connection and waited. */
+  readonly lockOuts: number
 }
 
 export class GroupCommitter {
@@ -42,13 +58,28 @@ export class GroupCommitter {
   private transactions = 0
   private operations = 0
   private failures = 0
+  private lockOuts = 0
+  /** Set while another connection holds the write lock: the retry timer, and its current backoff. */
+  private lockRetry: NodeJS.Timeout | null = null
+  private lockBackoffMs = 0
+  private readonly busyTimeoutMs: number
+  /** The batch's transaction, BEGIN IMMEDIATE: a lock held elsewhere is met before any operation runs. */
+  private readonly transaction: Database.Transaction<(batch: ReadonlyArray<Pending>, results: Array<unknown>) => void>
   /** Test-only fault hook: thrown inside the transaction before any operation runs. */
   faultBeforeCommit: (() => void) | null = null
 
   constructor(
     private readonly db: Database.Database,
     private readonly options: GroupCommitOptions = DEFAULT_GROUP_COMMIT,
-  ) {}
+  ) {
+    this.busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_GROUP_COMMIT.busyTimeoutMs!
+    // From here on this committer is the writer: SQLite must not hold the event loop for long.
+    db.pragma(`busy_timeout = ${options.lockWaitMs ?? DEFAULT_GROUP_COMMIT.lockWaitMs!}`)
+    this.transaction = db.transaction((batch, results) => {
+      this.faultBeforeCommit?.()
+      for (const p of batch) results.push(p.op(this.db))
+    })
+  }
 
   /**
    * Whether more urgent work may be on its way (smtpd: another client is connected). When none is, there
@@ -75,26 +106,32 @@ export class GroupCommitter {
     })
   }
 
-  /** Runs every queued operation now (used at shutdown and by tests). */
+  /** Runs every queued operation now (used at shutdown and by tests), unless the database is locked. */
   flush(): void {
     this.cancelTimer()
-    while (this.queue.length > 0) {
+    while (this.queue.length > 0 && this.lockRetry === null) {
       const batch = this.queue.splice(0, this.options.maxBatch)
-      this.commitBatch(batch)
+      const lockedOut = this.commitBatch(batch)
+      if (lockedOut.length > 0) this.waitForLock(lockedOut)
     }
   }
 
   stats(): CommitStats {
-    return { transactions: this.transactions, operations: this.operations, failures: this.failures }
+    return { transactions: this.transactions, operations: this.operations, failures: this.failures, lockOuts: this.lockOuts }
   }
 
   close(): void {
     this.flush()
     this.closed = true
+    // Still locked out: what is left fails now (a client waiting gets its 4xx; the rest is redone later).
+    if (this.lockRetry !== null) clearTimeout(this.lockRetry)
+    this.lockRetry = null
+    for (const p of this.queue.splice(0)) p.reject(new StoreError({ reason: "busy", detail: "store closed while another connection held its write lock" }))
   }
 
   /** Makes sure a flush happens within `windowMs` (never later than one already planned). */
   private flushSoon(windowMs: number): void {
+    if (this.lockRetry !== null) return // the retry flushes everything queued
     const due = performance.now() + windowMs
     if (this.timer !== null && this.timerDue <= due) return
     this.cancelTimer()
@@ -115,25 +152,57 @@ export class GroupCommitter {
     this.timerDue = Infinity
   }
 
-  private commitBatch(batch: Array<Pending>): void {
+  /** Commits `batch`; returns the operations not run because the database is locked, in order. */
+  private commitBatch(batch: Array<Pending>): Array<Pending> {
     const results: Array<unknown> = []
     try {
-      this.db.transaction(() => {
-        this.faultBeforeCommit?.()
-        for (const p of batch) results.push(p.op(this.db))
-      })()
+      this.transaction.immediate(batch, results)
       this.transactions++
       this.operations += batch.length
+      this.lockBackoffMs = 0
       batch.forEach((p, i) => p.resolve(results[i]))
-      return
+      return []
     } catch (error) {
+      const e = StoreError.from(error)
+      // Nobody's fault here: another connection holds the lock. The whole batch waits for it.
+      if (e.reason === "busy") return batch
       if (batch.length === 1) {
         this.failures++
-        batch[0]!.reject(StoreError.from(error))
-        return
+        batch[0]!.reject(e)
+        return []
       }
     }
     // The batch failed as a whole: isolate the operation at fault.
-    for (const p of batch) this.commitBatch([p])
+    for (let i = 0; i < batch.length; i++) {
+      const lockedOut = this.commitBatch([batch[i]!])
+      if (lockedOut.length > 0) return [...lockedOut, ...batch.slice(i + 1)]
+    }
+    return []
+  }
+
+  /**
+   * The database is locked by another connection: `lockedOut` goes back to the head of the queue and
+   * everything is tried again after a short backoff; what has waited longer than `busyTimeoutMs` fails.
+   */
+  private waitForLock(lockedOut: Array<Pending>): void {
+    this.lockOuts++
+    this.queue.unshift(...lockedOut)
+    const now = performance.now()
+    const waiting: Array<Pending> = []
+    for (const p of this.queue) {
+      p.lockedOutSince ??= now
+      if (now - p.lockedOutSince < this.busyTimeoutMs) waiting.push(p)
+      else {
+        this.failures++
+        p.reject(new StoreError({ reason: "busy", detail: `the queue database stayed locked by another connection for ${this.busyTimeoutMs} ms` }))
+      }
+    }
+    this.queue = waiting
+    if (this.queue.length === 0) return
+    this.lockBackoffMs = Math.min(Math.max(LOCK_RETRY_FIRST_MS, this.lockBackoffMs * 2), LOCK_RETRY_MAX_MS)
+    this.lockRetry = setTimeout(() => {
+      this.lockRetry = null
+      this.flush()
+    }, this.lockBackoffMs)
   }
 }

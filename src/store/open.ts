@@ -28,7 +28,7 @@ export interface OpenedQueue {
 const tune = (db: Database.Database) => {
   db.pragma("journal_mode = WAL")
   db.pragma("synchronous = FULL")
-  db.pragma("busy_timeout = 5000")
+  db.pragma("busy_timeout = 5000") // recovery and migrations at start; the group committer then waits asynchronously
   db.pragma("foreign_keys = OFF")
   db.pragma("cache_size = -32768") // 32 MiB page cache
   db.pragma("wal_autocheckpoint = 4000")

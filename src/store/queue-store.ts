@@ -358,3 +358,10 @@ export function* listQueue(db: Database.Database): Generator<QueueListingEntry> 
     yield { queueName, queueId: m.queueId, arrivalTime: m.arrivalTime, size: m.size, sender: m.sender, recipients }
   }
 }
+
+/**
+ * Deletes at most `limit` rows of the attempts log that ended before `before` (epoch ms), oldest first;
+ * returns how many went. Small batches keep each transaction short (attemptLogRetention).
+ */
+export const pruneAttempts = (db: Database.Database, before: number, limit: number): number =>
+  db.prepare(`DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE at < ? ORDER BY at LIMIT ?)`).run(before, limit).changes

@@ -66,6 +66,11 @@ export const migrations: ReadonlyArray<Migration> = [
       CREATE INDEX attempts_by_queue_id ON attempts (queue_id);
     `,
   },
+  {
+    version: 2,
+    description: "attempts by time, for attemptLogRetention",
+    sql: `CREATE INDEX attempts_by_time ON attempts (at);`,
+  },
 ]
 
 /** Applies every migration newer than the database's version, each in its own transaction. */

@@ -9,13 +9,15 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
-import { fileURLToPath } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 
 const HOST = "127.0.0.1"
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 /** The built command line entry point. */
 export const POSTERN_MAIN = join(ROOT, "dist/cli/main.js")
 const READY = /postern: listening on 127\.0\.0\.1:(\d+)/
+/** tsx's loader, by path: the child runs in the config file's folder, where `--import tsx` would not resolve. */
+const TSX_LOADER = pathToFileURL(join(ROOT, "node_modules/tsx/dist/loader.mjs")).href
 /** Keep at most this much of a child's stdout (pino JSON) for diagnostics. */
 const STDOUT_CAP = 256 * 1024
 
@@ -28,6 +30,11 @@ export interface ChildOptions {
   readonly port?: number
   /** How long to wait for the "listening" line (default 15 s). */
   readonly readyTimeoutMs?: number
+  /**
+   * A TypeScript program to run (with tsx) instead of `dist/cli/main.js start`, given the config file and
+   * `args`: test/support/fault-child.ts runs Postern's start with a test-only fault hook.
+   */
+  readonly script?: { readonly path: string; readonly args?: ReadonlyArray<string> }
 }
 
 export interface PosternChild {
@@ -104,11 +111,15 @@ const ensureBuilt = (): void => {
 
 /** Spawns `node dist/cli/main.js start --config FILE` and resolves once it prints its "listening" line. */
 export async function startPosternChild(opts: ChildOptions): Promise<PosternChild> {
-  ensureBuilt()
+  if (opts.script === undefined) ensureBuilt()
   const port = opts.port ?? (await freePort())
   const configFile = writeConfig({ ...(opts.config !== undefined ? { config: opts.config } : {}), dataDir: opts.dataDir, port })
   const started = Date.now()
-  const child = spawn(process.execPath, [POSTERN_MAIN, "start", "--config", configFile], {
+  const argv =
+    opts.script === undefined
+      ? [POSTERN_MAIN, "start", "--config", configFile]
+      : ["--import", TSX_LOADER, resolve(ROOT, opts.script.path), configFile, ...(opts.script.args ?? [])]
+  const child = spawn(process.execPath, argv, {
     cwd: dirname(configFile),
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, NODE_ENV: "test" },

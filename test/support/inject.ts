@@ -33,6 +33,8 @@ export interface InjectMessage {
    * addresses, and only if advertised).
    */
   readonly smtputf8?: boolean
+  /** How long to wait for each reply, the final DATA reply included (default 5 s; real clients wait 10 min). */
+  readonly replyTimeoutMs?: number
 }
 
 /** EHLO name the injector uses */
@@ -127,9 +129,9 @@ export async function inject(port: number, msg: InjectMessage): Promise<InjectRe
     name: INJECT_CLIENT_NAME,
     // plaintext on loopback, whatever the server advertises
     ignoreTLS: true,
-    connectionTimeout: PHASE_TIMEOUT_MS,
-    greetingTimeout: PHASE_TIMEOUT_MS,
-    socketTimeout: PHASE_TIMEOUT_MS,
+    connectionTimeout: msg.replyTimeoutMs ?? PHASE_TIMEOUT_MS,
+    greetingTimeout: msg.replyTimeoutMs ?? PHASE_TIMEOUT_MS,
+    socketTimeout: msg.replyTimeoutMs ?? PHASE_TIMEOUT_MS,
     socketCloseTimeout: 1_000,
     logger: false,
     ...(msg.localAddress !== undefined ? { localAddress: msg.localAddress } : {}),

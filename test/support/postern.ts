@@ -4,6 +4,7 @@
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { pino } from "pino"
 import { decodeConfig } from "../../src/config/index.js"
 import type { PosternConfig } from "../../src/config/types.js"
 import { startSystem, type RunningSystem } from "../../src/actors/system.js"
@@ -13,6 +14,7 @@ import { seededRng } from "../../src/runtime/rng.js"
 import { openQueueForWriting, type OpenedQueue } from "../../src/store/open.js"
 import { tableResolver, type DnsTable } from "../../src/transport/dns.js"
 import type { DeliveryRequest } from "../../src/actors/delivery.js"
+import type { FaultHooks } from "../../src/actors/fault-hooks.js"
 
 export interface TestPostern {
   readonly port: number
@@ -33,7 +35,9 @@ export async function startPostern(
     exit?: (code: number, reason: unknown) => void
     /** DNS answers for this Postern (default: an empty table, so every name is NXDOMAIN; never real DNS). */
     dns?: DnsTable
-    /** Postern's logger (default: silent, or POSTERN_TEST_LOG's level); delivery in a worker logs on its own. */
+    /** Exceptions thrown inside the engine's actors (src/actors/fault-hooks.ts). */
+    faultHooks?: FaultHooks
+    /** Where Postern logs (default: silent, or POSTERN_TEST_LOG's level on stderr). */
     log?: Logger
   } = {},
 ): Promise<TestPostern> {
@@ -57,6 +61,7 @@ export async function startPostern(
       throw new Error(`postern escalated to the root (exit ${code}): ${String(reason)}`)
     }),
     ...(opts.deliveryFault !== undefined ? { deliveryFault: opts.deliveryFault } : {}),
+    ...(opts.faultHooks !== undefined ? { faultHooks: opts.faultHooks } : {}),
   })
   return {
     port: system.listening[0]!.port,
@@ -78,4 +83,11 @@ export const waitFor = async (what: string, cond: () => boolean, timeoutMs = 10_
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 20))
   }
+}
+
+/** A logger that keeps every line (parsed pino JSON) for a test to look at. */
+export const captureLog = (level = "info"): { log: Logger; lines: Array<Record<string, unknown>> } => {
+  const lines: Array<Record<string, unknown>> = []
+  const log = pino({ level }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) })
+  return { log, lines }
 }

@@ -130,6 +130,7 @@ describe("defaults", () => {
       logLevel: "info",
       deliveryThread: "worker",
       backoffJitter: 0.1,
+      attemptLogRetention: 604_800_000,
       smtpFallbackRelay: [],
     })
   })

@@ -52,8 +52,14 @@ test("restarts after backoff, logs each failure once, escalates past the intensi
   expect((escalated[0] as Error).message).toBe("boom 3")
   clock.advance(10_000)
   expect(starts).toBe(3)
-  const failures = lines.filter((l) => l["msg"] === "destination/smtp:example.test failed")
+  const failures = lines.filter((l) => String(l["msg"]).startsWith("destination/smtp:example.test failed: "))
   expect(failures).toHaveLength(3)
+  expect(failures.map((f) => String(f["msg"]).split(": ")[1])).toEqual([
+    "restarting in 100 ms",
+    "restarting in 200 ms",
+    "restart intensity exceeded (2 in 60s); escalating to qmgr",
+  ])
   expect(failures[0]).toMatchObject({ actor: "destination/smtp:example.test", parent: "qmgr", restarts: 0, queue_ids: ["Q1"] })
+  expect(failures[1]).toMatchObject({ restarts: 1, queue_ids: [] })
   expect(failures[2]).toMatchObject({ restarts: 2 })
 })

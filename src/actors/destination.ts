@@ -1,7 +1,8 @@
 // A destination queue (Postfix's qmgr_queue) as a hosted actor: the destination machine decides how many
-// deliveries may run; this host keeps the to-do list of delivery requests, starts deliveries while the
-// window has room, and defers everything queued at once when the destination is dead. Supervised by the
-// queue manager: if the machine fails, it is restarted from its initial window and the queue goes on.
+// deliveries may run; this host keeps the to-do list of delivery requests (fair between messages, see
+// destination-todo.ts), starts deliveries while the window has room, and defers everything queued at once
+// when the destination is dead. Supervised by the queue manager: if the machine fails, it is restarted
+// from its initial window and the queue goes on.
 import { createActor, type ActorRefFrom } from "xstate"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { destinationMachine, type DestinationInput } from "../machines/destination.js"
@@ -9,6 +10,7 @@ import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
 import type { DeliveryRequest } from "./delivery.js"
+import { DestinationTodo } from "./destination-todo.js"
 import { supervise } from "./supervisor.js"
 
 export interface DestinationDeps {
@@ -30,7 +32,7 @@ export type DestinationStatus =
 
 export class DestinationQueue {
   private actor!: ActorRefFrom<typeof destinationMachine>
-  private readonly todo: Array<DeliveryRequest> = []
+  private readonly todo = new DestinationTodo<DeliveryRequest>()
   /** Set at shutdown: deliveries in flight finish, no new one starts. */
   private holding = false
   /** When the destination was last declared dead (epoch ms), for `postern queue list`. */
@@ -63,6 +65,7 @@ export class DestinationQueue {
     )
   }
 
+  /** Queues a request; the next free slot goes to the message holding the fewest slots here. */
   enqueue(request: DeliveryRequest): void {
     this.todo.push(request)
     this.pump()
@@ -77,16 +80,16 @@ export class DestinationQueue {
   status(): DestinationStatus {
     const s = this.actor.getSnapshot()
     return s.value === "dead"
-      ? { state: "dead", reason: s.context.deadReason, queued: this.todo.length, deadUntil: this.deadSince + this.input.deadTime }
+      ? { state: "dead", reason: s.context.deadReason, queued: this.todo.size, deadUntil: this.deadSince + this.input.deadTime }
       : this.pausedUntil > this.deps.clock.now()
-        ? { state: "rate-delayed", until: this.pausedUntil, queued: this.todo.length }
-        : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.length }
+        ? { state: "rate-delayed", until: this.pausedUntil, queued: this.todo.size }
+        : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.size }
   }
 
   /** True when nothing is queued or in flight and the destination is not dead (it may be dropped). */
   isIdle(): boolean {
     const s = this.actor.getSnapshot()
-    return this.todo.length === 0 && s.context.busy === 0 && s.value !== "dead"
+    return this.todo.size === 0 && s.context.busy === 0 && s.value !== "dead"
   }
 
   /** Starts no new delivery from now on (shutdown); those in flight run to their end. */
@@ -132,14 +135,15 @@ export class DestinationQueue {
         this.deferAllQueued(s.context.deadReason)
         return
       }
-      if (this.holding || s.status !== "active" || s.value !== "ready" || this.todo.length === 0) return
+      if (this.holding || s.status !== "active" || s.value !== "ready" || this.todo.size === 0) return
       if (this.rateDelayed()) return
-      const request = this.todo.shift()!
+      const request = this.todo.take()!
       this.actor.send({ type: "delivery.started" })
       const started = this.deps.clock.now()
       void this.deps.deliver(request).then((output) => {
         // Postfix's destination rate delay: the queue is suspended for the delay after each delivery.
         if ((this.input.rateDelay ?? 0) > 0) this.pausedUntil = this.deps.clock.now() + this.input.rateDelay!
+        this.todo.finished(request)
         this.actor.send({
           type: "delivery.completed",
           siteFailure: output.siteFailure,
@@ -166,8 +170,7 @@ export class DestinationQueue {
 
   private deferAllQueued(reason: string | null): void {
     const text = `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
-    while (this.todo.length > 0) {
-      const request = this.todo.shift()!
+    for (const request of this.todo.drain()) {
       const output: DeliveryOutput = {
         verdicts: Object.fromEntries(
           request.recipients.map((r) => [r.address, { verdict: "deferred" as const, dsn: "4.4.1", reply: text, remote: false }]),

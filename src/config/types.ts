@@ -64,6 +64,13 @@ export interface PosternConfig {
   readonly defaultDestinationRateDelay: number
   /** Postfix's qmgr_message_active_limit. */
   readonly qmgrMessageActiveLimit: number
+  /**
+   * Postfix's qmgr_message_recipient_limit: recipients the queue manager holds in memory, over all active
+   * messages; a message with more is read from the store in batches.
+   */
+  readonly qmgrMessageRecipientLimit: number
+  /** Postfix's qmgr_message_recipient_minimum: the batch any message may read, even when the limit is reached. */
+  readonly qmgrMessageRecipientMinimum: number
   readonly smtpConnectTimeout: number
   readonly smtpHeloTimeout: number
   readonly smtpDataDoneTimeout: number

@@ -80,3 +80,49 @@ describe("fairness between messages to one destination", () => {
     expect(small.at - sentAt).toBeLessThan(1500)
   })
 })
+
+describe("recipients read in bounded batches (qmgrMessageRecipientLimit)", () => {
+  test("a 1,000-recipient message with a bound of 100 is delivered completely, never holding more than 100, and decided after its last batch", async () => {
+    const dataDir = tempDir()
+    await seedList(dataDir, "BATCHED1", 1000)
+    // Two recipients in different batches are deferred: the message is decided (deferred) only after the last.
+    const receiver = await receiverWith({ rcpt: (a) => (a === "m5@d.test" || a === "m950@d.test" ? { code: 451, message: "4.2.0 try later" } : undefined) })
+    const postern = await posternWith(
+      {
+        transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` },
+        qmgrMessageRecipientLimit: 100,
+        qmgrMessageRecipientMinimum: 10,
+        minimalBackoffTime: "10m",
+        maximalBackoffTime: "10m",
+      },
+      { dataDir },
+    )
+    const db = postern.queue.db
+    const rows = () => db.prepare("SELECT address, state, attempts FROM recipients ORDER BY id").all() as Array<{ address: string; state: string; attempts: number }>
+    await waitFor("the message to be decided", () => rows().length === 2 && rows().every((r) => r.state === "pending"), 30_000)
+    expect(rows()).toEqual([
+      { address: "m5@d.test", state: "pending", attempts: 1 },
+      { address: "m950@d.test", state: "pending", attempts: 1 },
+    ])
+    const got = receiver.messages.flatMap((m) => m.to)
+    expect(got).toHaveLength(998)
+    expect(new Set(got).size).toBe(998)
+    const memory = postern.system.qmgr.recipientsInMemory()
+    expect(memory.peak).toBeGreaterThan(0)
+    expect(memory.peak).toBeLessThanOrEqual(100)
+    expect(memory.now).toBe(0)
+    // Ten batches of 100, each read after the one before finished: one attempt per recipient, no more.
+    expect((db.prepare("SELECT count(*) AS n FROM attempts").get() as { n: number }).n).toBe(1000)
+  })
+
+  test("fresh mail from smtpd with more recipients than the bound keeps a batch in memory and reads the rest from the store", async () => {
+    const receiver = await receiverWith()
+    const postern = await posternWith({ transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` }, qmgrMessageRecipientLimit: 20, qmgrMessageRecipientMinimum: 5 })
+    const to = Array.from({ length: 50 }, (_, i) => `r${i}@d.test`)
+    expect((await inject(postern.port, { from: "s@s.test", to, body: makeMessage({ from: "s@s.test", to: "r0@d.test" }) })).ok).toBe(true)
+    await waitFor("every recipient", () => delivered(receiver) === 50)
+    await waitFor("the queue to empty", () => (postern.queue.db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n === 0)
+    expect(receiver.messages.flatMap((m) => m.to).sort()).toEqual([...to].sort())
+    expect(postern.system.qmgr.recipientsInMemory().peak).toBeLessThanOrEqual(20)
+  })
+})

@@ -120,6 +120,8 @@ describe("defaults", () => {
       defaultDestinationConcurrencyFailedCohortLimit: 1,
       defaultDestinationRateDelay: 0,
       qmgrMessageActiveLimit: 20_000,
+      qmgrMessageRecipientLimit: 20_000,
+      qmgrMessageRecipientMinimum: 10,
       smtpConnectTimeout: 30_000,
       smtpHeloTimeout: 300_000,
       smtpDataDoneTimeout: 600_000,

@@ -2,8 +2,8 @@
 // committed and in memory; deferred mail comes back when its next attempt is due, driven by one timer
 // armed at the earliest due time in the store (no periodic scan). Each message is a message actor; its
 // recipients are routed from the current config, grouped into delivery requests per destination, and
-// handed to one destination queue per (service, nexthop). Outcomes are committed through the group
-// committer; bounces become new messages in the same transaction. Memory is bounded by recipients, not
+// handed to one destination queue per (service, nexthop), or per site / MX host set when the nexthop's
+// MX hosts roll it up with others (mx-rollup.ts). Outcomes are committed through the group committer; bounces become new messages in the same transaction. Memory is bounded by recipients, not
 // only messages: at most qmgrMessageRecipientLimit recipients are held over all active messages (each
 // may always hold qmgrMessageRecipientMinimum); the rest of a message is read in batches as it goes.
 import { createActor, type ActorRefFrom } from "xstate"
@@ -20,10 +20,12 @@ import * as q from "../store/queue-store.js"
 import type Database from "better-sqlite3"
 import type { ActiveMessage, QueuedRecipient, RecipientOutcomeKind } from "../store/types.js"
 import { resolveRoute, type Route } from "../transport/route.js"
+import type { ResolverShape } from "../transport/dns.js"
 import type { RecipientVerdict } from "../transport/smtp-outcome.js"
 import { makeBounce, type Failed } from "./bounce.js"
 import { readableFromChunks, type DeliveryRequest } from "./delivery.js"
 import { DestinationQueue, type DestinationStatus } from "./destination.js"
+import { MxRollup } from "./mx-rollup.js"
 
 export interface QmgrDeps {
   readonly config: () => PosternConfig
@@ -32,6 +34,8 @@ export interface QmgrDeps {
   readonly clock: ClockShape
   /** Seeded chance: the retry jitter. */
   readonly rng: RngShape
+  /** The resolver the delivery agents use: MX answers decide which queue a destination's mail shares. */
+  readonly dns: ResolverShape
   readonly log: Logger
   readonly newQueueId: () => string
   readonly deliver: (request: DeliveryRequest) => Promise<DeliveryOutput>
@@ -80,9 +84,11 @@ export class QueueManager {
   private peakHeld = 0
 
   private readonly logsInfo: boolean
+  private readonly rollup: MxRollup
 
   constructor(private readonly deps: QmgrDeps) {
     this.logsInfo = deps.log.isLevelEnabled("info")
+    this.rollup = new MxRollup({ dns: deps.dns, clock: deps.clock })
   }
 
   start(): void {
@@ -250,11 +256,13 @@ export class QueueManager {
   async flush(destination?: string): Promise<number> {
     // D names a destination (its nexthop, with or without the service) or a recipient domain, whose
     // destination is where the current config routes it.
-    const routed = destination === undefined ? undefined : resolveRoute(this.deps.config(), `postmaster@${destination.toLowerCase()}`).key
+    const config = this.deps.config()
+    const route = destination === undefined ? undefined : resolveRoute(config, `postmaster@${destination.toLowerCase()}`)
+    const routed = route === undefined ? [] : [route.key, this.rollup.peek(config, route)]
     const matches = (key: string) => {
       if (destination === undefined) return true
       const d = destination.toLowerCase()
-      return key === d || key.endsWith(`:${d}`) || key === routed
+      return key === d || key.endsWith(`:${d}`) || routed.includes(key)
     }
     for (const [key, d] of this.destinations) if (matches(key)) d.flush()
     const now = this.deps.clock.now()
@@ -380,16 +388,29 @@ export class QueueManager {
       groups.set(route.key, g)
     }
     for (const { route, recipients } of groups.values()) {
-      const limit = route.serviceConfig.destinationRecipientLimit ?? config.defaultDestinationRecipientLimit
-      for (let i = 0; i < recipients.length; i += limit) {
-        this.destinationFor(route, config).enqueue({
-          id: `${entry.message.queueId}.${++this.requestSeq}`,
-          route,
-          message: entry.message,
-          recipients: recipients.slice(i, i + limit),
-          body: () => this.bodyOf(entry.message),
+      // The MX answer decides the queue; while it is looked up, other mail is routed on.
+      const queued = this.rollup.route(config, route)
+      if (queued instanceof Promise) {
+        void queued.then((r) => {
+          if (!this.stopped && this.active.get(entry.message.id) === entry) this.enqueue(entry, r, recipients, config)
         })
+      } else {
+        this.enqueue(entry, queued, recipients, config)
       }
+    }
+  }
+
+  /** Hands one destination's recipients to its queue, in delivery requests of at most its recipient limit. */
+  private enqueue(entry: ActiveEntry, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): void {
+    const limit = route.serviceConfig.destinationRecipientLimit ?? config.defaultDestinationRecipientLimit
+    for (let i = 0; i < recipients.length; i += limit) {
+      this.destinationFor(route, config).enqueue({
+        id: `${entry.message.queueId}.${++this.requestSeq}`,
+        route,
+        message: entry.message,
+        recipients: recipients.slice(i, i + limit),
+        body: () => this.bodyOf(entry.message),
+      })
     }
   }
 

@@ -105,6 +105,7 @@ describe("defaults", () => {
         discard: { type: "discard" },
         error: { type: "error" },
       },
+      sites: {},
       messageSizeLimit: 10_240_000,
       smtpdRecipientLimit: 1000,
       hopcountLimit: 50,

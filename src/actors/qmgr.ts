@@ -3,9 +3,10 @@
 // armed at the earliest due time in the store (no periodic scan). Each message is a message actor; its
 // recipients are routed from the current config, grouped into delivery requests per destination, and
 // handed to one destination queue per (service, nexthop), or per site / MX host set when the nexthop's
-// MX hosts roll it up with others (mx-rollup.ts). Outcomes are committed through the group committer; bounces become new messages in the same transaction. Memory is bounded by recipients, not
-// only messages: at most qmgrMessageRecipientLimit recipients are held over all active messages (each
-// may always hold qmgrMessageRecipientMinimum); the rest of a message is read in batches as it goes.
+// MX hosts roll it up with others (mx-rollup.ts). Outcomes are committed through the group committer;
+// bounces become new messages in the same transaction. Memory is bounded by recipients, not only
+// messages: at most qmgrMessageRecipientLimit recipients are held over all active messages (each may
+// always hold qmgrMessageRecipientMinimum); the rest of a message is read in batches as it goes.
 import { createActor, type ActorRefFrom } from "xstate"
 import type { PosternConfig } from "../config/types.js"
 import type { DeliveryOutput } from "../machines/delivery.js"

@@ -76,8 +76,10 @@ describe("fairness between messages to one destination", () => {
     expect(small.at).toBeLessThan(lastOfList)
     // It took the next free slot: most of the list was delivered after it, and it waited well under a second
     // (one transaction of the list is ~30 ms; in FIFO order it would wait for all 190 remaining ones).
-    expect(list.filter((m) => m.at > small.at).length).toBeGreaterThan(150)
-    expect(small.at - sentAt).toBeLessThan(1500)
+    // (Margins for a loaded machine: in one run 187 of 200 came after it, 412 ms after the client began
+    // its SMTP session, while the list took 8 s.)
+    expect(list.filter((m) => m.at > small.at).length).toBeGreaterThan(100)
+    expect(small.at - sentAt).toBeLessThan(2500)
   })
 })
 

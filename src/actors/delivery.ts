@@ -75,7 +75,12 @@ const literalTarget = (nexthop: string, defaultPort: number): Target | null => {
   return t
 }
 
-/** Sessions are cached per destination and server, as Postfix's scache keys them. */
+/**
+ * Sessions are cached per destination queue and server. Postfix keys them per nexthop; a site or MX
+ * roll-up queue shares them across its domains instead, so the connections a provider sees stay within
+ * the queue's one window (idle cached ones included). Anything that makes a session specific to one
+ * domain (a per-destination TLS policy) must be part of this key.
+ */
 const cacheKeyFor = (route: Route, target: Target): string => `${route.key}|${target.address}:${target.port}`
 
 const needsSmtpUtf8 = (m: ActiveMessage, recipients: ReadonlyArray<QueuedRecipient>): boolean =>

@@ -98,8 +98,10 @@ const literalTarget = (route: Route, ourHostname: string): Target | null => {
 }
 
 /**
- * Sessions are cached per destination and server, as Postfix's scache keys them, and per TLS policy: a
- * delivery that requires TLS is never handed a plaintext session, nor one checked less strictly.
+ * Sessions are cached per destination queue and server, and per TLS policy. Postfix keys them per
+ * nexthop; a site or MX roll-up queue shares them across its domains instead, so the connections a
+ * provider sees stay within the queue's one window (idle cached ones included). A delivery that requires
+ * TLS is never handed a plaintext session, nor one checked less strictly.
  */
 const cacheKeyFor = (route: Route, target: Target, tls: TlsPolicy): string =>
   `${route.key}|${target.address}:${target.port}|${formatTlsPolicy(tls)}`

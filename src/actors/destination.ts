@@ -1,8 +1,9 @@
 // A destination queue (Postfix's qmgr_queue) as a hosted actor: the destination machine decides how many
-// deliveries may run; this host keeps the to-do list of delivery requests, starts deliveries while the
-// window has room, and defers everything queued at once when the destination is dead. Supervised by the
-// queue manager: if the machine fails, it is restarted from its initial window and the queue goes on (a
-// delivery it was starting when it failed goes back to the head of the to-do list).
+// deliveries may run; this host keeps the to-do list of delivery requests (fair between messages, see
+// destination-todo.ts), starts deliveries while the window has room, and defers everything queued at once
+// when the destination is dead. Supervised by the queue manager: if the machine fails, it is restarted
+// from its initial window and the queue goes on (a delivery it was starting when it failed goes back to
+// the head of its message's line).
 import { createActor, type ActorRefFrom } from "xstate"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { destinationMachine, type DestinationInput } from "../machines/destination.js"
@@ -11,6 +12,7 @@ import type { Logger } from "../runtime/log.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
 import type { DeliveryRequest } from "./delivery.js"
 import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
+import { DestinationTodo } from "./destination-todo.js"
 import { supervise } from "./supervisor.js"
 
 export interface DestinationDeps {
@@ -37,7 +39,7 @@ const ESCALATED = "destination actor keeps failing"
 export class DestinationQueue {
   private actor!: ActorRefFrom<typeof destinationMachine>
   private readonly logic: typeof destinationMachine
-  private readonly todo: Array<DeliveryRequest> = []
+  private readonly todo = new DestinationTodo<DeliveryRequest>()
   /** Deliveries started and not yet completed. */
   private readonly inFlight = new Set<DeliveryRequest>()
   /** Set at shutdown: deliveries in flight finish, no new one starts. */
@@ -79,6 +81,7 @@ export class DestinationQueue {
     )
   }
 
+  /** Queues a request; the next free slot goes to the message holding the fewest slots here. */
   enqueue(request: DeliveryRequest): void {
     this.lastActivity = this.deps.clock.now()
     this.todo.push(request)
@@ -94,10 +97,10 @@ export class DestinationQueue {
   status(): DestinationStatus {
     const s = this.actor.getSnapshot()
     return s.value === "dead"
-      ? { state: "dead", reason: s.context.deadReason, queued: this.todo.length, deadUntil: this.deadSince + this.input.deadTime }
+      ? { state: "dead", reason: s.context.deadReason, queued: this.todo.size, deadUntil: this.deadSince + this.input.deadTime }
       : this.pausedUntil > this.deps.clock.now()
-        ? { state: "rate-delayed", until: this.pausedUntil, queued: this.todo.length }
-        : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.length }
+        ? { state: "rate-delayed", until: this.pausedUntil, queued: this.todo.size }
+        : { state: "active", window: s.context.window, busy: s.context.busy, queued: this.todo.size }
   }
 
   /**
@@ -106,7 +109,7 @@ export class DestinationQueue {
    */
   isIdle(forMs = 0): boolean {
     const s = this.actor.getSnapshot()
-    return this.todo.length === 0 && s.context.busy === 0 && s.value !== "dead" && this.deps.clock.now() - this.lastActivity >= forMs
+    return this.todo.size === 0 && s.context.busy === 0 && s.value !== "dead" && this.deps.clock.now() - this.lastActivity >= forMs
   }
 
   /** Starts no new delivery from now on (shutdown); those in flight run to their end. */
@@ -158,15 +161,15 @@ export class DestinationQueue {
         this.deferAllQueued(s.context.deadReason)
         return
       }
-      if (this.holding || s.status !== "active" || s.value !== "ready" || this.todo.length === 0) return
+      if (this.holding || s.status !== "active" || s.value !== "ready" || this.todo.size === 0) return
       if (this.rateDelayed()) return
-      const request = this.todo.shift()!
+      const request = this.todo.take()!
       this.inFlight.add(request)
       this.actor.send({ type: "delivery.started" })
       if (this.actor.getSnapshot().status !== "active") {
         // The destination actor failed taking this delivery: it never started; it runs after the restart.
         this.inFlight.delete(request)
-        this.todo.unshift(request)
+        this.todo.putBack(request)
         if (this.escalated) this.deferAllQueued(ESCALATED)
         return
       }
@@ -175,6 +178,7 @@ export class DestinationQueue {
         this.inFlight.delete(request)
         // Postfix's destination rate delay: the queue is suspended for the delay after each delivery.
         if ((this.input.rateDelay ?? 0) > 0) this.pausedUntil = this.deps.clock.now() + this.input.rateDelay!
+        this.todo.finished(request)
         this.actor.send({
           type: "delivery.completed",
           siteFailure: output.siteFailure,
@@ -202,8 +206,7 @@ export class DestinationQueue {
 
   private deferAllQueued(reason: string | null): void {
     const text = `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
-    while (this.todo.length > 0) {
-      const request = this.todo.shift()!
+    for (const request of this.todo.drain()) {
       const output: DeliveryOutput = {
         verdicts: Object.fromEntries(
           request.recipients.map((r) => [r.address, { verdict: "deferred" as const, dsn: "4.4.1", reply: text, remote: false }]),

@@ -2,8 +2,11 @@
 // committed and in memory; deferred mail comes back when its next attempt is due, driven by one timer
 // armed at the earliest due time in the store (no periodic scan). Each message is a message actor; its
 // recipients are routed from the current config, grouped into delivery requests per destination, and
-// handed to one destination queue per (service, nexthop). Outcomes are committed through the group
-// committer; bounces become new messages in the same transaction.
+// handed to one destination queue per (service, nexthop), or per site / MX host set when the nexthop's
+// MX hosts roll it up with others (mx-rollup.ts). Outcomes are committed through the group committer;
+// bounces become new messages in the same transaction. Memory is bounded by recipients, not only
+// messages: at most qmgrMessageRecipientLimit recipients are held over all active messages (each may
+// always hold qmgrMessageRecipientMinimum); the rest of a message is read in batches as it goes.
 import { createActor, type ActorRefFrom } from "xstate"
 import type { PosternConfig } from "../config/types.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
@@ -18,12 +21,14 @@ import * as q from "../store/queue-store.js"
 import type Database from "better-sqlite3"
 import type { ActiveMessage, QueuedRecipient, RecipientOutcomeKind } from "../store/types.js"
 import { resolveRoute, type Route } from "../transport/route.js"
+import type { ResolverShape } from "../transport/dns.js"
 import type { RecipientVerdict } from "../transport/smtp-outcome.js"
 import { makeBounce, type Failed } from "./bounce.js"
 import { readableFromChunks, type DeliveryRequest } from "./delivery.js"
 import { DestinationQueue, type DestinationStatus } from "./destination.js"
 import { logActorFailure } from "./failure-log.js"
 import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
+import { MxRollup } from "./mx-rollup.js"
 
 export interface QmgrDeps {
   readonly config: () => PosternConfig
@@ -32,6 +37,8 @@ export interface QmgrDeps {
   readonly clock: ClockShape
   /** Seeded chance: the retry jitter. */
   readonly rng: RngShape
+  /** The resolver the delivery agents use: MX answers decide which queue a destination's mail shares. */
+  readonly dns: ResolverShape
   readonly log: Logger
   readonly newQueueId: () => string
   readonly deliver: (request: DeliveryRequest) => Promise<DeliveryOutput>
@@ -53,11 +60,17 @@ const DESTINATION_KEEP_MS = 5 * 60_000
 const MAX_IDLE_DESTINATIONS = 10_000
 
 interface ActiveEntry {
+  /** The message, with the first batch of its recipients. */
   readonly message: ActiveMessage
   readonly actor: ActorRefFrom<typeof messageMachine>
+  /** Recipients read into memory whose outcome is not known yet. */
   readonly byId: Map<number, QueuedRecipient>
   readonly failed: Array<Failed>
-  readonly deferred: Map<number, { verdict: RecipientVerdict; destination: string; relay: string | null }>
+  readonly deferred: Map<number, { recipient: QueuedRecipient; verdict: RecipientVerdict; destination: string; relay: string | null }>
+  /** The highest recipient id read from the store: the next batch starts after it. */
+  cursor: number
+  /** A batch read is under way. */
+  reading: boolean
   /** Outcome writes the store refused (disk full, I/O): replayed first in the message's settle commit. */
   readonly unwritten: Array<q.StoreWrite>
   released: boolean
@@ -75,13 +88,18 @@ export class QueueManager {
   private lastSweep = 0
   /** Set when mail was committed 'pending' because the window was full: it must be scanned in. */
   private backlogged = false
+  /** Recipients held in memory over all active messages (read, outcome not known yet), and the most ever. */
+  private held = 0
+  private peakHeld = 0
 
   private readonly logsInfo: boolean
   private readonly messageLogic: typeof messageMachine
+  private readonly rollup: MxRollup
 
   constructor(private readonly deps: QmgrDeps) {
     this.logsInfo = deps.log.isLevelEnabled("info")
     this.messageLogic = withFaultHook(messageMachine, deps.faultHooks?.message)
+    this.rollup = new MxRollup({ dns: deps.dns, clock: deps.clock })
   }
 
   start(): void {
@@ -126,14 +144,35 @@ export class QueueManager {
     return this.active.size
   }
 
-  /** A message committed with its recipients 'active' enters the window. */
-  admit(message: ActiveMessage): void {
-    if (this.stopped || message.recipients.length === 0) return
-    if (this.active.has(message.id)) {
-      this.deps.log.error({ actor: "qmgr", queue_id: message.queueId }, "message is already in the active window; not admitted twice")
+  /** Recipients held in memory now, and the most held at once since start (qmgrMessageRecipientLimit). */
+  recipientsInMemory(): { readonly now: number; readonly peak: number } {
+    return { now: this.held, peak: this.peakHeld }
+  }
+
+  /** How many recipients the next read of a message may bring into memory. */
+  private batchSize(config: PosternConfig): number {
+    return Math.max(config.qmgrMessageRecipientMinimum, config.qmgrMessageRecipientLimit - this.held)
+  }
+
+  private hold(n: number): void {
+    this.held += n
+    if (this.held > this.peakHeld) this.peakHeld = this.held
+  }
+
+  /**
+   * A message committed with its recipients 'active' enters the window. Only a batch of its recipients is
+   * kept in memory; with `moreInStore` (or when it brings more than a batch) the rest is read as it goes.
+   */
+  admit(incoming: ActiveMessage, moreInStore = false): void {
+    if (this.stopped || incoming.recipients.length === 0) return
+    if (this.active.has(incoming.id)) {
+      this.deps.log.error({ actor: "qmgr", queue_id: incoming.queueId }, "message is already in the active window; not admitted twice")
       return
     }
     const config = this.deps.config()
+    const size = this.batchSize(config)
+    const message = incoming.recipients.length > size ? { ...incoming, recipients: incoming.recipients.slice(0, size) } : incoming
+    const moreToRead = moreInStore || message !== incoming
     const actor = createActor(this.messageLogic, {
       clock: this.deps.clock,
       input: {
@@ -141,6 +180,7 @@ export class QueueManager {
         arrivalTime: message.arrivalTime,
         nullSender: message.sender === "",
         recipientIds: message.recipients.map((r) => r.id),
+        moreToRead,
         policy: {
           minimalBackoffTime: config.minimalBackoffTime,
           maximalBackoffTime: config.maximalBackoffTime,
@@ -158,9 +198,18 @@ export class QueueManager {
       deferred: new Map(),
       unwritten: [],
       released: false,
+      cursor: message.recipients.reduce((max, r) => Math.max(max, r.id), 0),
+      reading: false,
     }
+    this.hold(message.recipients.length)
     this.active.set(message.id, entry)
     actor.subscribe({
+      next: (snapshot) => {
+        if (snapshot.value === "awaitingBatch" && !entry.reading) {
+          entry.reading = true
+          queueMicrotask(() => this.readNextBatch(entry))
+        }
+      },
       complete: () => {
         // A stopped actor (quarantine, shutdown) completes too; only a settled one has a decision.
         const snapshot = actor.getSnapshot()
@@ -176,8 +225,9 @@ export class QueueManager {
           `its recipients return to the queue, due in ${config.minimalBackoffTime} ms`,
         )
         const due = this.deps.clock.now() + config.minimalBackoffTime
+        // Every recipient of the message leased to this window (read into memory or still in the store).
         const requeue: q.StoreWrite = (db) => {
-          for (const r of message.recipients) q.rescheduleRecipient(db, r.id, due)
+          q.releaseActiveOfMessage(db, message.id, due)
           q.deleteMessageIfDone(db, message.id)
         }
         this.release(entry, false)
@@ -191,6 +241,35 @@ export class QueueManager {
     this.dispatch(entry, config)
   }
 
+  /** The message finished its batch and more of it waits in the store: read the next batch and route it. */
+  private readNextBatch(entry: ActiveEntry): void {
+    if (entry.released || this.stopped) return
+    const config = this.deps.config()
+    const m = entry.message
+    const size = this.batchSize(config)
+    let rows: Array<QueuedRecipient>
+    try {
+      rows = q.readActiveBatch(this.deps.db, m.id, entry.cursor, size + 1)
+    } catch (err) {
+      this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not read the next batch of recipients; retrying in 1s")
+      this.deps.clock.setTimeout(() => this.readNextBatch(entry), 1000)
+      return
+    }
+    entry.reading = false
+    const batch = rows.length > size ? rows.slice(0, size) : rows
+    for (const r of batch) entry.byId.set(r.id, r)
+    this.hold(batch.length)
+    if (batch.length > 0) entry.cursor = batch[batch.length - 1]!.id
+    entry.actor.send({
+      type: "recipients.read",
+      recipientIds: batch.map((r) => r.id),
+      last: rows.length <= size,
+      now: this.deps.clock.now(),
+      draw: this.deps.rng.next(),
+    })
+    if (batch.length > 0) this.route(entry, batch, config)
+  }
+
   /**
    * postern queue flush (Postfix's postqueue -f / -s): clears dead marks and makes deferred mail due now,
    * for every destination or one (a nexthop, with or without its service, or a recipient domain).
@@ -199,11 +278,13 @@ export class QueueManager {
   async flush(destination?: string): Promise<number> {
     // D names a destination (its nexthop, with or without the service) or a recipient domain, whose
     // destination is where the current config routes it.
-    const routed = destination === undefined ? undefined : resolveRoute(this.deps.config(), `postmaster@${destination.toLowerCase()}`).key
+    const config = this.deps.config()
+    const route = destination === undefined ? undefined : resolveRoute(config, `postmaster@${destination.toLowerCase()}`)
+    const routed = route === undefined ? [] : [route.key, this.rollup.peek(config, route)]
     const matches = (key: string) => {
       if (destination === undefined) return true
       const d = destination.toLowerCase()
-      return key === d || key.endsWith(`:${d}`) || key === routed
+      return key === d || key.endsWith(`:${d}`) || routed.includes(key)
     }
     for (const [key, d] of this.destinations) if (matches(key)) d.flush()
     const now = this.deps.clock.now()
@@ -275,16 +356,25 @@ export class QueueManager {
           this.backlogged = false
           break
         }
-        const loaded: Array<ActiveMessage> = []
+        // Each message brings one batch of its due recipients into memory; the rest are leased with it
+        // and read as it goes. The batches share what is left of qmgrMessageRecipientLimit.
+        const config = this.deps.config()
+        let budget = config.qmgrMessageRecipientLimit - this.held
+        const loaded: Array<{ message: ActiveMessage; more: boolean }> = []
         for (const id of ids) {
-          const m = q.loadDueMessage(this.deps.db, id, now)
-          if (m !== null && m.recipients.length > 0) loaded.push(m)
+          const size = Math.max(config.qmgrMessageRecipientMinimum, budget)
+          const m = q.loadDueMessage(this.deps.db, id, now, size + 1)
+          if (m === null || m.recipients.length === 0) continue
+          const more = m.recipients.length > size
+          const message = more ? { ...m, recipients: m.recipients.slice(0, size) } : m
+          budget -= message.recipients.length
+          loaded.push({ message, more })
         }
         const leaseUntil = now + this.leaseMs
         await this.deps.committer.run((db) => {
-          for (const m of loaded) q.activateRecipients(db, m.recipients.map((r) => r.id), leaseUntil)
+          for (const { message } of loaded) q.activateDueOfMessage(db, message.id, now, leaseUntil)
         })
-        for (const m of loaded) this.admit(m)
+        for (const { message, more } of loaded) this.admit(message, more)
         if (ids.length < SCAN_BATCH) break
       }
     } catch (err) {
@@ -307,24 +397,42 @@ export class QueueManager {
       const damage = q.bodyDamage(this.deps.db, entry.message.id)
       if (damage !== null) return this.quarantine(entry, damage)
     }
+    this.route(entry, entry.message.recipients, config)
+  }
+
+  /** Groups recipients per destination into delivery requests of at most the recipient limit each. */
+  private route(entry: ActiveEntry, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): void {
     const groups = new Map<string, { route: Route; recipients: Array<QueuedRecipient> }>()
-    for (const r of entry.message.recipients) {
+    for (const r of recipients) {
       const route = resolveRoute(config, r.address)
       const g = groups.get(route.key) ?? { route, recipients: [] }
       g.recipients.push(r)
       groups.set(route.key, g)
     }
     for (const { route, recipients } of groups.values()) {
-      const limit = route.serviceConfig.destinationRecipientLimit ?? config.defaultDestinationRecipientLimit
-      for (let i = 0; i < recipients.length; i += limit) {
-        this.destinationFor(route, config).enqueue({
-          id: `${entry.message.queueId}.${++this.requestSeq}`,
-          route,
-          message: entry.message,
-          recipients: recipients.slice(i, i + limit),
-          body: () => this.bodyOf(entry.message),
+      // The MX answer decides the queue; while it is looked up, other mail is routed on.
+      const queued = this.rollup.route(config, route)
+      if (queued instanceof Promise) {
+        void queued.then((r) => {
+          if (!this.stopped && this.active.get(entry.message.id) === entry) this.enqueue(entry, r, recipients, config)
         })
+      } else {
+        this.enqueue(entry, queued, recipients, config)
       }
+    }
+  }
+
+  /** Hands one destination's recipients to its queue, in delivery requests of at most its recipient limit. */
+  private enqueue(entry: ActiveEntry, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): void {
+    const limit = route.serviceConfig.destinationRecipientLimit ?? config.defaultDestinationRecipientLimit
+    for (let i = 0; i < recipients.length; i += limit) {
+      this.destinationFor(route, config).enqueue({
+        id: `${entry.message.queueId}.${++this.requestSeq}`,
+        route,
+        message: entry.message,
+        recipients: recipients.slice(i, i + limit),
+        body: () => this.bodyOf(entry.message),
+      })
     }
   }
 
@@ -386,8 +494,9 @@ export class QueueManager {
         remote: false,
       }
       attempts.push({ r, v, kind: v.verdict })
+      if (entry.byId.delete(r.id)) this.held--
       if (v.verdict === "bounced") entry.failed.push({ recipient: r, verdict: v, relay: output.relay, at: now })
-      if (v.verdict === "deferred") entry.deferred.set(r.id, { verdict: v, destination: request.route.key, relay: output.relay })
+      if (v.verdict === "deferred") entry.deferred.set(r.id, { recipient: r, verdict: v, destination: request.route.key, relay: output.relay })
       if (this.logsInfo) {
         this.deps.log.info(
           {
@@ -451,8 +560,8 @@ export class QueueManager {
     const m = entry.message
     const failed = [...entry.failed]
     if (decision.kind === "expired") {
-      for (const [id, d] of entry.deferred) {
-        const r = entry.byId.get(id)!
+      for (const d of entry.deferred.values()) {
+        const r = d.recipient
         failed.push({
           recipient: r,
           // Postfix keeps the last temporary status (e.g. 4.4.1) in the report of an expired recipient.
@@ -558,7 +667,7 @@ export class QueueManager {
     this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason }, `${m.queueId}: moved to the corrupt queue: ${reason}`)
     this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, reason), 0)
     entry.actor.stop()
-    entry.released = true
+    this.forget(entry)
     this.active.delete(m.id)
   }
 
@@ -579,8 +688,15 @@ export class QueueManager {
     }, delayMs)
   }
 
-  private release(entry: ActiveEntry, rescheduled: boolean): void {
+  /** The entry no longer holds recipients in memory. */
+  private forget(entry: ActiveEntry): void {
     entry.released = true
+    this.held -= entry.byId.size
+    entry.byId.clear()
+  }
+
+  private release(entry: ActiveEntry, rescheduled: boolean): void {
+    this.forget(entry)
     if (entry.unwritten.length > 0) {
       // Outcomes the store refused after the settle commit had been queued: written on their own.
       const writes = entry.unwritten.splice(0)

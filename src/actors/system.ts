@@ -160,6 +160,7 @@ export const startEngine = (deps: EngineDeps): Engine => {
     committer,
     clock: deps.clock,
     rng: deps.rng,
+    dns: deps.dns,
     log: deps.log,
     newQueueId,
     deliver: (r) => agent.deliver(r),

@@ -13,6 +13,7 @@ import {
   backoffIssues,
   isServiceName,
   missingTypeIssues,
+  sitePatternIssues,
   transportIssues,
 } from "./schema.js"
 import type { PosternConfig, ServiceType } from "./types.js"
@@ -164,6 +165,14 @@ function crossKeyProblems(raw: Record<string, unknown>): Array<Problem> {
     if (Result.isSuccess(one)) Object.assign(transports, one.success)
   }
   add([], transportIssues({ transports, services }))
+
+  // A pattern in two sites is reported even when some other site's entry is invalid.
+  const sites: Record<string, { readonly mx: ReadonlyArray<string> }> = {}
+  for (const [name, entry] of entriesOf(raw["sites"])) {
+    const one = Schema.decodeUnknownResult(PosternConfigFields.sites)({ [name]: entry })
+    if (Result.isSuccess(one)) Object.assign(sites, one.success)
+  }
+  add(["sites"], sitePatternIssues(sites))
   return out
 }
 

@@ -469,6 +469,54 @@ const Services = Schema.Record(ServiceName, ServiceEntry)
     }),
   )
 
+/** An MX host pattern of `sites`: an exact host name, or `*.domain` for every host under that domain. */
+export function parseMxPattern(text: string): Parsed<string> {
+  const s = text.trim().toLowerCase().replace(/\.$/, "")
+  const name = s.startsWith("*.") ? s.slice(2) : s
+  if (name.includes("*")) return err(`${showValue(text)} has a "*" that is not the leading "*." of a pattern`)
+  return isDomainName(name) ? ok(s) : err(`${showValue(text)} is not a host name`)
+}
+
+export const MX_PATTERN_EXPECTED = 'an MX host name such as "mx1.example.com", or "*.example.com" for every host under example.com'
+
+const MxPattern = parsedString(Schema.String, MX_PATTERN_EXPECTED, parseMxPattern, (s) => s)
+
+/** A site: the MX hosts of one provider, and the limits of the one destination queue they share. */
+const SiteEntry = Schema.Struct({
+  mx: listOf(MxPattern, 'MX host patterns such as "*.mail.protection.outlook.com"'),
+  initialDestinationConcurrency: Schema.optionalKey(count(1)),
+  destinationConcurrencyLimit: Schema.optionalKey(count(1)),
+  destinationRecipientLimit: Schema.optionalKey(count(1)),
+  destinationConcurrencyPositiveFeedback: Schema.optionalKey(Feedback),
+  destinationConcurrencyNegativeFeedback: Schema.optionalKey(Feedback),
+  destinationConcurrencyFailedCohortLimit: Schema.optionalKey(count(0)),
+  destinationRateDelay: Schema.optionalKey(PostfixDuration),
+})
+
+/** An MX pattern may belong to one site only (otherwise which site's limits apply would be a guess). */
+export function sitePatternIssues(sites: Readonly<Record<string, { readonly mx: ReadonlyArray<string> }>>): Issues {
+  const owner = new Map<string, string>()
+  const issues: Issues = []
+  for (const [name, site] of Object.entries(sites)) {
+    if (site.mx.length === 0) issues.push({ path: [name, "mx"], issue: 'a site needs at least one MX host pattern, e.g. mx: ["*.example.com"]' })
+    for (const pattern of site.mx) {
+      const first = owner.get(pattern)
+      if (first !== undefined && first !== name) {
+        issues.push({ path: [name, "mx"], issue: `MX pattern "${pattern}" is already in site "${first}"; list it in one site only` })
+      }
+      owner.set(pattern, first ?? name)
+    }
+  }
+  return issues
+}
+
+const Sites = Schema.Record(ServiceName, SiteEntry)
+  .annotate({
+    expected: 'a mapping of site name to { mx: [MX host patterns], and the limits of its queue (as under services) }',
+    messageUnexpectedKey: `invalid site name; use letters, digits, ".", "_" and "-" (no ":")`,
+  })
+  .check(Schema.makeFilter((sites) => sitePatternIssues(sites)))
+
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const
 
 const LogLevel = Schema.Literals(LOG_LEVELS).annotate({ expected: `one of ${LOG_LEVELS.join(", ")}` })
@@ -552,6 +600,7 @@ export const DEFAULTS = {
   smtpFallbackRelay: [],
   transports: {},
   services: {},
+  sites: {},
   messageSizeLimit: 10_240_000,
   smtpdRecipientLimit: 1000,
   hopcountLimit: 50,
@@ -567,6 +616,8 @@ export const DEFAULTS = {
   defaultDestinationConcurrencyFailedCohortLimit: 1,
   defaultDestinationRateDelay: "0s",
   qmgrMessageActiveLimit: 20_000,
+  qmgrMessageRecipientLimit: 20_000,
+  qmgrMessageRecipientMinimum: 10,
   smtpConnectTimeout: "30s",
   smtpHeloTimeout: "300s",
   smtpDataDoneTimeout: "600s",
@@ -590,6 +641,7 @@ const fields = {
   smtpFallbackRelay: listOf(NexthopText, 'nexthops such as "[10.0.0.9]:25"').pipe(withDefault(DEFAULTS.smtpFallbackRelay)),
   transports: Transports.pipe(withDefault(DEFAULTS.transports)),
   services: Services.pipe(withDefault(DEFAULTS.services)),
+  sites: Sites.pipe(withDefault(DEFAULTS.sites)),
   messageSizeLimit: count(0).pipe(withDefault(DEFAULTS.messageSizeLimit)),
   smtpdRecipientLimit: count(1).pipe(withDefault(DEFAULTS.smtpdRecipientLimit)),
   hopcountLimit: count(1).pipe(withDefault(DEFAULTS.hopcountLimit)),
@@ -605,6 +657,8 @@ const fields = {
   defaultDestinationConcurrencyFailedCohortLimit: count(0).pipe(withDefault(DEFAULTS.defaultDestinationConcurrencyFailedCohortLimit)),
   defaultDestinationRateDelay: PostfixDuration.pipe(withDefault(DEFAULTS.defaultDestinationRateDelay)),
   qmgrMessageActiveLimit: count(1).pipe(withDefault(DEFAULTS.qmgrMessageActiveLimit)),
+  qmgrMessageRecipientLimit: count(1).pipe(withDefault(DEFAULTS.qmgrMessageRecipientLimit)),
+  qmgrMessageRecipientMinimum: count(1).pipe(withDefault(DEFAULTS.qmgrMessageRecipientMinimum)),
   smtpConnectTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpConnectTimeout)),
   smtpHeloTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpHeloTimeout)),
   smtpDataDoneTimeout: PositiveDuration.pipe(withDefault(DEFAULTS.smtpDataDoneTimeout)),

@@ -36,6 +36,15 @@ export interface ServiceConfig {
   readonly destinationRateDelay?: number
 }
 
+/**
+ * A site (KumoMTA's MX roll-up, per provider): destinations whose MX hosts all match `mx` share one
+ * destination queue with these limits (each absent one falls back to the service's, then the global one).
+ */
+export interface SiteConfig extends Omit<ServiceConfig, "type"> {
+  /** Host names, or `*.domain` for every host under the domain; lowercase. */
+  readonly mx: ReadonlyArray<string>
+}
+
 /** A `transports` value `"service:nexthop"`; an empty part keeps the default (transport(5)). */
 export interface TransportEntry {
   readonly service: string | null
@@ -56,6 +65,8 @@ export interface PosternConfig {
   readonly transports: Readonly<Record<string, TransportEntry>>
   /** Built-ins `smtp`, `relay`, `lmtp`, `discard`, `error`, plus the user's; user entries override built-ins. */
   readonly services: Readonly<Record<string, ServiceConfig>>
+  /** MX roll-up per provider: site name → its MX host patterns and limits. */
+  readonly sites: Readonly<Record<string, SiteConfig>>
   readonly messageSizeLimit: number
   readonly smtpdRecipientLimit: number
   readonly hopcountLimit: number
@@ -75,6 +86,13 @@ export interface PosternConfig {
   readonly defaultDestinationRateDelay: number
   /** Postfix's qmgr_message_active_limit. */
   readonly qmgrMessageActiveLimit: number
+  /**
+   * Postfix's qmgr_message_recipient_limit: recipients the queue manager holds in memory, over all active
+   * messages; a message with more is read from the store in batches.
+   */
+  readonly qmgrMessageRecipientLimit: number
+  /** Postfix's qmgr_message_recipient_minimum: the batch any message may read, even when the limit is reached. */
+  readonly qmgrMessageRecipientMinimum: number
   readonly smtpConnectTimeout: number
   readonly smtpHeloTimeout: number
   readonly smtpDataDoneTimeout: number

@@ -1,14 +1,19 @@
 // One message in the queue manager's active window (Postfix's qmgr_message + qmgr_active_done): it waits
 // for the outcome of each of its recipients in memory and, when none is left in flight, decides the
 // message's fate: done, or deferred with Postfix's backoff (clamp(age, minimal, maximal)), or expired.
-// Takes `recipient.sent`, `recipient.deferred`, `recipient.bounced`; persists nothing itself (its rows do).
-import { assign, setup } from "xstate"
+// A message with more recipients than memory may hold is read in batches (qmgrMessageRecipientLimit): when
+// a batch is finished and more are in the store it waits in `awaitingBatch` until the host reads the next
+// one (`recipients.read`), and decides only after the last. Takes `recipient.sent`, `recipient.deferred`,
+// `recipient.bounced`, `recipients.read`; persists nothing itself (its rows do).
+import { and, assign, setup } from "xstate"
 
 export interface MessageInput {
   readonly queueId: string
   readonly arrivalTime: number
   readonly nullSender: boolean
   readonly recipientIds: ReadonlyArray<number>
+  /** More recipients wait in the store beyond `recipientIds` (read in batches by the host). */
+  readonly moreToRead?: boolean
   readonly policy: RetryPolicy
 }
 
@@ -28,6 +33,8 @@ export interface MessageContext {
   readonly policy: RetryPolicy
   readonly inFlight: ReadonlyArray<number>
   readonly deferred: ReadonlyArray<number>
+  /** Recipients of this active period are still unread in the store. */
+  readonly moreToRead: boolean
   /** Set when the last recipient completes: what happens to the deferred ones. */
   readonly decision: MessageDecision | null
 }
@@ -42,6 +49,8 @@ export type MessageEvent =
   | { type: "recipient.sent"; recipientId: number; now: number; draw?: number }
   | { type: "recipient.bounced"; recipientId: number; now: number; draw?: number }
   | { type: "recipient.deferred"; recipientId: number; now: number; draw?: number }
+  /** The host read the next batch from the store; `last` when nothing is left unread after it. */
+  | { type: "recipients.read"; recipientIds: ReadonlyArray<number>; last: boolean; now: number; draw?: number }
 
 /** Postfix's next-attempt delay: the message's age, clamped to the backoff bounds. */
 export const backoffDelay = (age: number, policy: RetryPolicy): number =>
@@ -73,15 +82,23 @@ export const messageMachine = setup({
   },
   guards: {
     isLastInFlight: ({ context, event }) =>
-      context.inFlight.length === 1 && context.inFlight[0] === event.recipientId,
-    isInFlight: ({ context, event }) => context.inFlight.includes(event.recipientId),
+      "recipientId" in event && context.inFlight.length === 1 && context.inFlight[0] === event.recipientId,
+    isInFlight: ({ context, event }) => "recipientId" in event && context.inFlight.includes(event.recipientId),
+    hasMoreToRead: ({ context }) => context.moreToRead,
+    isEmptyBatch: ({ event }) => event.type === "recipients.read" && event.recipientIds.length === 0,
   },
   actions: {
-    completeRecipient: assign({ inFlight: ({ context, event }) => without(context.inFlight, event.recipientId) }),
-    deferRecipient: assign({
-      inFlight: ({ context, event }) => without(context.inFlight, event.recipientId),
-      deferred: ({ context, event }) => [...context.deferred, event.recipientId],
+    completeRecipient: assign({
+      inFlight: ({ context, event }) => ("recipientId" in event ? without(context.inFlight, event.recipientId) : context.inFlight),
     }),
+    deferRecipient: assign(({ context, event }) =>
+      "recipientId" in event
+        ? { inFlight: without(context.inFlight, event.recipientId), deferred: [...context.deferred, event.recipientId] }
+        : {},
+    ),
+    addBatch: assign(({ event }) =>
+      event.type === "recipients.read" ? { inFlight: event.recipientIds, moreToRead: !event.last } : {},
+    ),
     decideFate: assign({ decision: ({ context, event }) => decide(context, event.now, event.draw) }),
   },
 }).createMachine({
@@ -93,6 +110,7 @@ export const messageMachine = setup({
     policy: input.policy,
     inFlight: input.recipientIds,
     deferred: [],
+    moreToRead: input.moreToRead ?? false,
     decision: null,
   }),
   initial: "active",
@@ -102,16 +120,30 @@ export const messageMachine = setup({
       description: "Recipients are being delivered; the message waits for each outcome.",
       on: {
         "recipient.sent": [
+          { guard: and(["isLastInFlight", "hasMoreToRead"]), actions: "completeRecipient", target: "awaitingBatch" },
           { guard: "isLastInFlight", actions: ["completeRecipient", "decideFate"], target: "settled" },
           { guard: "isInFlight", actions: "completeRecipient" },
         ],
         "recipient.bounced": [
+          { guard: and(["isLastInFlight", "hasMoreToRead"]), actions: "completeRecipient", target: "awaitingBatch" },
           { guard: "isLastInFlight", actions: ["completeRecipient", "decideFate"], target: "settled" },
           { guard: "isInFlight", actions: "completeRecipient" },
         ],
         "recipient.deferred": [
+          { guard: and(["isLastInFlight", "hasMoreToRead"]), actions: "deferRecipient", target: "awaitingBatch" },
           { guard: "isLastInFlight", actions: ["deferRecipient", "decideFate"], target: "settled" },
           { guard: "isInFlight", actions: "deferRecipient" },
+        ],
+      },
+    },
+    awaitingBatch: {
+      description:
+        "Every recipient read so far has an outcome and more wait in the store: the host reads the next batch. " +
+        "Nothing is decided before the last batch.",
+      on: {
+        "recipients.read": [
+          { guard: "isEmptyBatch", actions: "decideFate", target: "settled" },
+          { actions: "addBatch", target: "active" },
         ],
       },
     },

@@ -42,9 +42,19 @@ const prepare = (db: Database.Database) => ({
   ),
   pendingOfMessage: db.prepare(
     `SELECT id, address, rcpt_params AS params, attempts FROM recipients
-      WHERE message_id = ? AND state = 'pending' AND next_attempt_at <= ? ORDER BY id`,
+      WHERE message_id = ? AND state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?`,
+  ),
+  activeOfMessageAfter: db.prepare(
+    `SELECT id, address, rcpt_params AS params, attempts FROM recipients
+      WHERE message_id = ? AND state = 'active' AND id > ? ORDER BY id LIMIT ?`,
   ),
   activate: db.prepare(`UPDATE recipients SET state = 'active', lease_until = ? WHERE id = ?`),
+  activateDueOfMessage: db.prepare(
+    `UPDATE recipients SET state = 'active', lease_until = ? WHERE message_id = ? AND state = 'pending' AND next_attempt_at <= ?`,
+  ),
+  releaseActiveOfMessage: db.prepare(
+    `UPDATE recipients SET state = 'pending', next_attempt_at = ?, lease_until = NULL WHERE message_id = ? AND state = 'active'`,
+  ),
   deleteRecipient: db.prepare(`DELETE FROM recipients WHERE id = ?`),
   deferRecipient: db.prepare(
     `UPDATE recipients SET state = 'pending', attempts = attempts + 1, next_attempt_at = ?, destination = ?,
@@ -175,6 +185,19 @@ export const activateRecipients = (db: Database.Database, ids: ReadonlyArray<num
   for (const id of ids) s.activate.run(leaseUntil, id)
 }
 
+/**
+ * Leases every recipient of a message due at `now` to the queue manager (its active period), whether it
+ * is read into memory now or in a later batch (readActiveBatch).
+ */
+export const activateDueOfMessage = (db: Database.Database, messageId: number, now: number, leaseUntil: number): void => {
+  stmts(db).activateDueOfMessage.run(leaseUntil, messageId, now)
+}
+
+/** Returns every recipient of a message still leased ('active') to the queue, due at `due` (its actor failed). */
+export const releaseActiveOfMessage = (db: Database.Database, messageId: number, due: number): void => {
+  stmts(db).releaseActiveOfMessage.run(due, messageId)
+}
+
 /** A recipient is done (sent, bounced or expired): its row goes, the attempt stays in the log. */
 export const completeRecipient = (db: Database.Database, recipientId: number): void => {
   stmts(db).deleteRecipient.run(recipientId)
@@ -254,14 +277,18 @@ interface MessageRow {
   mailParams: string
 }
 
-/** Loads a queued message with its recipients due at `now` (body left in the store). */
-export const loadDueMessage = (db: Database.Database, messageId: number, now: number): ActiveMessage | null => {
+type RecipientRow = { id: number; address: string; params: string; attempts: number }
+const toRecipient = (r: RecipientRow): QueuedRecipient => ({ id: r.id, address: r.address, params: parseParams(r.params) as RcptParams, attempts: r.attempts })
+
+/**
+ * Loads a queued message with its recipients due at `now`, in id order, at most `limit` of them (the
+ * first batch; -1 = all). The body is left in the store.
+ */
+export const loadDueMessage = (db: Database.Database, messageId: number, now: number, limit = -1): ActiveMessage | null => {
   const s = stmts(db)
   const m = s.messageById.get(messageId) as MessageRow | undefined
   if (m === undefined || m.state !== "queued") return null
-  const recipients = (
-    s.pendingOfMessage.all(messageId, now) as Array<{ id: number; address: string; params: string; attempts: number }>
-  ).map((r) => ({ id: r.id, address: r.address, params: parseParams(r.params) as RcptParams, attempts: r.attempts }))
+  const recipients = (s.pendingOfMessage.all(messageId, now, limit) as Array<RecipientRow>).map(toRecipient)
   return {
     id: m.id,
     queueId: m.queueId,
@@ -273,6 +300,10 @@ export const loadDueMessage = (db: Database.Database, messageId: number, now: nu
     body: null,
   }
 }
+
+/** The next batch of a message's leased recipients: those after id `afterId`, in id order, at most `limit`. */
+export const readActiveBatch = (db: Database.Database, messageId: number, afterId: number, limit: number): Array<QueuedRecipient> =>
+  (stmts(db).activeOfMessageAfter.all(messageId, afterId, limit) as Array<RecipientRow>).map(toRecipient)
 
 /** Why a message's stored body cannot be trusted (chunks missing, sizes wrong), or null when it is whole. */
 export const bodyDamage = (db: Database.Database, messageId: number): string | null => {

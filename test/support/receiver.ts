@@ -65,6 +65,8 @@ export interface ReceiverScript {
   tls?: { readonly key: string | Buffer; readonly cert: string | Buffer }
   /** Listen on this UNIX-domain socket path instead of a TCP port on 127.0.0.1 (`port` is then 0) */
   socketPath?: string
+  /** Wait this long before the reply to end of DATA (a slow server); default 0 */
+  dataDelayMs?: number
 }
 
 export interface Receiver {
@@ -74,6 +76,8 @@ export interface Receiver {
   readonly messages: ReadonlyArray<ReceivedMessage>
   /** Number of TCP connections accepted since start (not the number currently open) */
   readonly connections: number
+  /** The most TCP connections that were open at the same time since start */
+  readonly peakConnections: number
   /** How many RCPT TO commands for this address reached the script so far (case-insensitive) */
   readonly rcptAttempts: (address: string) => number
   /** Resolves once at least n messages were accepted; rejects after timeoutMs (default 5000) or on close() */
@@ -140,6 +144,7 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
   const lmtpDataCounts = new Map<string, number>()
   let dataCount = 0
   let connectionCount = 0
+  let peakConnections = 0
   const sockets = new Set<Socket>()
   let waiters: Waiter[] = []
 
@@ -212,7 +217,8 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
       stream.on("error", () => {
         done = true
       })
-      stream.on("end", () => {
+      stream.on("end", () => (script.dataDelayMs ? setTimeout(finish, script.dataDelayMs) : finish()))
+      const finish = (): void => {
         if (done) return
         done = true
         const body = Buffer.concat(chunks)
@@ -242,7 +248,7 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
         }
         if (accepted.length > 0) record(session, body, accepted)
         callback(null, replies)
-      })
+      }
     },
   })
 
@@ -251,6 +257,7 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
   server.server.on("connection", (socket: Socket) => {
     connectionCount++
     sockets.add(socket)
+    peakConnections = Math.max(peakConnections, sockets.size)
     socket.once("close", () => sockets.delete(socket))
   })
 
@@ -288,6 +295,9 @@ export function startReceiver(script: ReceiverScript = {}): Promise<Receiver> {
         },
         get connections(): number {
           return connectionCount
+        },
+        get peakConnections(): number {
+          return peakConnections
         },
         rcptAttempts: (addr: string): number => rcptCounts.get(addr.toLowerCase()) ?? 0,
         waitForMessages(n: number, timeoutMs = 5000): Promise<void> {

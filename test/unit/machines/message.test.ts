@@ -223,3 +223,52 @@ describe("retry jitter (backoffJitter)", () => {
     expect(out).toEqual({ kind: "deferred", nextAttemptAt: ARRIVAL + 1000 + Math.round(300 * S * 0.8) })
   })
 })
+
+describe("recipients read in batches (qmgrMessageRecipientLimit)", () => {
+  const read = (m: ReturnType<typeof start>, recipientIds: ReadonlyArray<number>, last: boolean, now = m.clock.now()) =>
+    m.actor.send({ type: "recipients.read", recipientIds, last, now })
+
+  it("a finished batch with more in the store waits for the next one and decides nothing", () => {
+    const m = start(input({ recipientIds: [1, 2], moreToRead: true }))
+    m.report("deferred", 1)
+    m.report("sent", 2)
+    expect(m.snap().value).toBe("awaitingBatch")
+    expect(m.snap().status).toBe("active")
+    expect(m.snap().context.decision).toBeNull()
+    // outcomes of recipients it does not hold are ignored while it waits
+    m.report("sent", 3)
+    expect(m.snap().value).toBe("awaitingBatch")
+  })
+
+  it("learns each batch's recipients and decides after the last, over every batch's outcomes", () => {
+    const m = start(input({ recipientIds: [1, 2], moreToRead: true }))
+    m.report("deferred", 1)
+    m.report("sent", 2)
+    read(m, [3, 4], false)
+    expect(m.snap().value).toBe("active")
+    expect(m.snap().context.inFlight).toEqual([3, 4])
+    m.report("sent", 3)
+    m.report("sent", 4)
+    expect(m.snap().value).toBe("awaitingBatch")
+    read(m, [5], true)
+    m.report("sent", 5, ARRIVAL + 700 * S)
+    expect(m.snap().status).toBe("done")
+    // recipient 1, deferred in the first batch, decides the fate after the last
+    expect(m.snap().output).toEqual({ kind: "deferred", nextAttemptAt: ARRIVAL + 1400 * S })
+    expect(m.snap().context.deferred).toEqual([1])
+  })
+
+  it("an empty read (nothing was left) decides at once", () => {
+    const m = start(input({ recipientIds: [1], moreToRead: true }))
+    m.report("sent", 1)
+    read(m, [], true, ARRIVAL + 10 * S)
+    expect(m.snap().output).toEqual({ kind: "done" })
+  })
+
+  it("a read before the batch is finished is ignored", () => {
+    const m = start(input({ recipientIds: [1, 2], moreToRead: true }))
+    read(m, [3], true)
+    expect(m.snap().context.inFlight).toEqual([1, 2])
+    expect(m.snap().context.moreToRead).toBe(true)
+  })
+})

@@ -104,7 +104,9 @@ const literalTarget = (route: Route, ourHostname: string): Target | null => {
  * TLS is never handed a plaintext session, nor one checked less strictly.
  */
 const cacheKeyFor = (route: Route, target: Target, tls: TlsPolicy): string =>
-  `${route.key}|${target.address}:${target.port}|${formatTlsPolicy(tls)}`
+  // A verified session was checked against names that may come from this domain's nexthop: under a roll-up
+  // queue it must not serve another domain, so the nexthop joins the key.
+  `${route.key}|${target.address}:${target.port}|${formatTlsPolicy(tls)}${tls.level === "verify" ? `|${route.nexthop}` : ""}`
 
 const needsSmtpUtf8 = (m: ActiveMessage, recipients: ReadonlyArray<QueuedRecipient>): boolean =>
   m.mailParams["SMTPUTF8"] !== undefined &&
@@ -300,6 +302,12 @@ export class DeliveryAgent {
     if (request === undefined || policy === undefined) return { stage: "connect", reason: "delivery was cancelled" }
     const key = cacheKeyFor(request.route, target, policy)
     const cached = await this.cache.take(key)
+    // Cancelled meanwhile (lease expiry, shutdown): nothing of this attempt may stay open.
+    const cancelled = () => !this.requests.has(deliveryId)
+    if (cached !== null && cancelled()) {
+      this.cache.put(key, cached)
+      return { stage: "connect", reason: "delivery was cancelled" }
+    }
     if (cached !== null && cached.tls === null && isTlsRequired(policy.level)) {
       cached.close() // never reached through the per-policy key; a guard against a plaintext session here
     } else if (cached !== null) {
@@ -335,9 +343,13 @@ export class DeliveryAgent {
         { queue_id: request.message.queueId, relay: describeTarget(target), reason: opened.reason },
         `${opened.reason}; trying ${describeTarget(target)} again without TLS`,
       )
-      opened = await connect({ ...options, tls: { ...tls, level: "none" } }, this.deps.clock.now())
+      if (!cancelled()) opened = await connect({ ...options, tls: { ...tls, level: "none" } }, this.deps.clock.now())
     }
     if (!isSession(opened)) return opened
+    if (cancelled()) {
+      opened.close()
+      return { stage: "connect", reason: "delivery was cancelled" }
+    }
     if (opened.tls != null) {
       const t = opened.tls
       this.deps.log.info(
@@ -370,7 +382,7 @@ export class DeliveryAgent {
     )
     // The transaction is over: the session goes back to the cache for the next delivery to this server.
     this.sessions.delete(deliveryId)
-    this.tlsUsed.set(deliveryId, session.tls ?? null)
+    if (this.requests.has(deliveryId)) this.tlsUsed.set(deliveryId, session.tls ?? null)
     const policy = this.tlsPolicies.get(deliveryId)
     if (policy !== undefined) this.cache.put(cacheKeyFor(request.route, session.target, policy), session)
     else session.close()

@@ -27,6 +27,11 @@ export interface DestinationDeps {
   readonly escalate: (error: unknown) => void
   /** Test-only: see fault-hooks.ts. */
   readonly faultHook?: FaultHooks["destination"] | undefined
+  /**
+   * Whether a queued request still belongs to the message in the active window (a message actor that
+   * failed has had its recipients put back in the queue: its requests here must never start).
+   */
+  readonly isCurrent?: (request: DeliveryRequest) => boolean
 }
 
 export type DestinationStatus =
@@ -109,7 +114,13 @@ export class DestinationQueue {
    */
   isIdle(forMs = 0): boolean {
     const s = this.actor.getSnapshot()
-    return this.todo.size === 0 && s.context.busy === 0 && s.value !== "dead" && this.deps.clock.now() - this.lastActivity >= forMs
+    return (
+      this.todo.size === 0 &&
+      this.inFlight.size === 0 &&
+      s.status === "active" &&
+      s.value !== "dead" &&
+      this.deps.clock.now() - this.lastActivity >= forMs
+    )
   }
 
   /** Starts no new delivery from now on (shutdown); those in flight run to their end. */
@@ -117,9 +128,9 @@ export class DestinationQueue {
     this.holding = true
   }
 
-  /** Deliveries in flight. */
+  /** Deliveries in flight (counted by this host: a restarted machine may not have seen them start). */
   busy(): number {
-    return this.actor.getSnapshot().context.busy
+    return this.inFlight.size
   }
 
   stop(): void {
@@ -133,7 +144,8 @@ export class DestinationQueue {
   }
 
   private spawn(fail: (error: unknown, held: { queue_ids: ReadonlyArray<string> }) => void): ActorRefFrom<typeof destinationMachine> {
-    const actor = createActor(this.logic, { clock: this.deps.clock, input: this.input })
+    // A restarted machine starts from the initial window but knows the deliveries still running.
+    const actor = createActor(this.logic, { clock: this.deps.clock, input: { ...this.input, busy: this.inFlight.size } })
     let previous: unknown = "ready"
     actor.subscribe({
       next: (s) => {
@@ -164,6 +176,11 @@ export class DestinationQueue {
       if (this.holding || s.status !== "active" || s.value !== "ready" || this.todo.size === 0) return
       if (this.rateDelayed()) return
       const request = this.todo.take()!
+      if (this.deps.isCurrent !== undefined && !this.deps.isCurrent(request)) {
+        // Its message left the window (its actor failed): the recipients are back in the queue already.
+        this.todo.finished(request)
+        continue
+      }
       this.inFlight.add(request)
       this.actor.send({ type: "delivery.started" })
       if (this.actor.getSnapshot().status !== "active") {
@@ -174,20 +191,27 @@ export class DestinationQueue {
         return
       }
       const started = this.deps.clock.now()
-      void this.deps.deliver(request).then((output) => {
-        this.inFlight.delete(request)
-        // Postfix's destination rate delay: the queue is suspended for the delay after each delivery.
-        if ((this.input.rateDelay ?? 0) > 0) this.pausedUntil = this.deps.clock.now() + this.input.rateDelay!
-        this.todo.finished(request)
-        this.actor.send({
-          type: "delivery.completed",
-          siteFailure: output.siteFailure,
-          reason: Object.values(output.verdicts)[0]?.reply ?? "unknown",
+      void this.deps
+        .deliver(request)
+        .catch((err: unknown): DeliveryOutput => {
+          // The agent promises never to reject; if it does, the attempt counts as a failed one, not a lost slot.
+          this.deps.log.error({ actor: `destination/${this.key}`, queue_id: request.message.queueId, err }, "delivery agent failed; its recipients are deferred")
+          return everyoneDeferred(request, "4.3.0", "delivery agent failure", true)
         })
-        this.lastActivity = this.deps.clock.now()
-        this.deps.done(request, output, this.deps.clock.now() - started)
-        this.pump()
-      })
+        .then((output) => {
+          this.inFlight.delete(request)
+          // Postfix's destination rate delay: the queue is suspended for the delay after each delivery.
+          if ((this.input.rateDelay ?? 0) > 0) this.pausedUntil = this.deps.clock.now() + this.input.rateDelay!
+          this.todo.finished(request)
+          this.actor.send({
+            type: "delivery.completed",
+            siteFailure: output.siteFailure,
+            reason: Object.values(output.verdicts)[0]?.reply ?? "unknown",
+          })
+          this.lastActivity = this.deps.clock.now()
+          this.deps.done(request, output, this.deps.clock.now() - started)
+          this.pump()
+        })
     }
   }
 
@@ -206,15 +230,12 @@ export class DestinationQueue {
 
   private deferAllQueued(reason: string | null): void {
     const text = `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
-    for (const request of this.todo.drain()) {
-      const output: DeliveryOutput = {
-        verdicts: Object.fromEntries(
-          request.recipients.map((r) => [r.address, { verdict: "deferred" as const, dsn: "4.4.1", reply: text, remote: false }]),
-        ),
-        siteFailure: false,
-        relay: null,
-      }
-      this.deps.done(request, output, 0)
-    }
+    for (const request of this.todo.drain()) this.deps.done(request, everyoneDeferred(request, "4.4.1", text, false), 0)
   }
 }
+
+const everyoneDeferred = (request: DeliveryRequest, dsn: string, reply: string, siteFailure: boolean): DeliveryOutput => ({
+  verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, { verdict: "deferred" as const, dsn, reply, remote: false }])),
+  siteFailure,
+  relay: null,
+})

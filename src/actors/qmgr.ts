@@ -230,8 +230,11 @@ export class QueueManager {
           q.releaseActiveOfMessage(db, message.id, due)
           q.deleteMessageIfDone(db, message.id)
         }
+        // Queued before the message leaves the window, so a scan that release() starts cannot activate
+        // its recipients ahead of this write (which would then take them back from the next incarnation).
+        const requeued = this.deps.committer.run(requeue)
         this.release(entry, false)
-        void this.deps.committer.run(requeue).then(
+        void requeued.then(
           () => this.rearm(),
           () => this.writeUntilCommitted(message, requeue, 1000, () => this.rearm()),
         )
@@ -267,7 +270,8 @@ export class QueueManager {
       now: this.deps.clock.now(),
       draw: this.deps.rng.next(),
     })
-    if (batch.length > 0) this.route(entry, batch, config)
+    // The message actor may have failed taking the batch: then its recipients are back in the queue.
+    if (batch.length > 0 && !entry.released) this.route(entry, batch, config)
   }
 
   /**
@@ -470,6 +474,7 @@ export class QueueManager {
           restartPolicy: this.deps.destinationPolicy,
           escalate: this.deps.escalate,
           faultHook: this.deps.faultHooks?.destination,
+          isCurrent: (r) => this.active.get(r.message.id)?.message === r.message,
         },
       )
       this.destinations.set(route.key, d)
@@ -547,10 +552,12 @@ export class QueueManager {
       .finally(() => this.pendingCompletions--)
     // The message actor hears at once; if this settles the message, its decision is queued after the
     // outcomes above, so both land in the same transaction, in that order.
-    for (const a of attempts) {
-      const type = a.kind === "sent" ? "recipient.sent" : a.kind === "bounced" ? "recipient.bounced" : "recipient.deferred"
-      entry.actor.send({ type, recipientId: a.r.id, now, draw: this.deps.rng.next() })
-    }
+    entry.actor.send({
+      type: "recipients.reported",
+      outcomes: attempts.map((a) => ({ recipientId: a.r.id, outcome: a.kind === "sent" ? "sent" : a.kind === "bounced" ? "bounced" : "deferred" })),
+      now,
+      draw: this.deps.rng.next(),
+    })
   }
 
   /** The message actor decided: commit the decision, send any report, leave the window. */
@@ -657,10 +664,6 @@ export class QueueManager {
     }
   }
 
-  /**
-   * The message leaves the active window. Only a deferral changes the earliest due time in the store
-   * (a finished message removes rows that were 'active', not 'pending'), so only then is the timer re-armed.
-   */
   /** A message whose stored body is damaged goes to the corrupt queue; nothing else is held up. */
   private quarantine(entry: ActiveEntry, reason: string): void {
     const m = entry.message
@@ -695,6 +698,10 @@ export class QueueManager {
     entry.byId.clear()
   }
 
+  /**
+   * The message leaves the active window. Only a deferral changes the earliest due time in the store
+   * (a finished message removes rows that were 'active', not 'pending'), so only then is the timer re-armed.
+   */
   private release(entry: ActiveEntry, rescheduled: boolean): void {
     this.forget(entry)
     if (entry.unwritten.length > 0) {

@@ -18,6 +18,8 @@ export interface DestinationInput {
   readonly deadTime: number
   /** At most one delivery per this many ms (destinationRateDelay); 0 = off. The host keeps the pause. */
   readonly rateDelay?: number
+  /** Deliveries already in flight when this machine starts (a restart while its host's deliveries run). */
+  readonly busy?: number
 }
 
 export interface DestinationContext extends WindowState {
@@ -74,7 +76,7 @@ export const destinationMachine = setup({
     name: input.name,
     limits: input.limits,
     deadTime: input.deadTime,
-    busy: 0,
+    busy: input.busy ?? 0,
     deadReason: null,
     ...initialWindow(input.limits),
   }),

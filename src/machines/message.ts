@@ -3,8 +3,9 @@
 // message's fate: done, or deferred with Postfix's backoff (clamp(age, minimal, maximal)), or expired.
 // A message with more recipients than memory may hold is read in batches (qmgrMessageRecipientLimit): when
 // a batch is finished and more are in the store it waits in `awaitingBatch` until the host reads the next
-// one (`recipients.read`), and decides only after the last. Takes `recipient.sent`, `recipient.deferred`,
-// `recipient.bounced`, `recipients.read`; persists nothing itself (its rows do).
+// one (`recipients.read`), and decides only after the last. Takes `recipients.reported` (the outcomes of
+// one delivery request: sent, bounced or deferred per recipient) and `recipients.read`; persists nothing
+// itself (its rows do).
 import { and, assign, setup } from "xstate"
 
 export interface MessageInput {
@@ -44,11 +45,20 @@ export type MessageDecision =
   | { readonly kind: "deferred"; readonly nextAttemptAt: number }
   | { readonly kind: "expired" }
 
-/** `draw` is a uniform number in [0, 1) from the host's seeded Rng (the jitter of a deferral). */
+export type RecipientOutcome = "sent" | "bounced" | "deferred"
+
+/**
+ * `draw` is a uniform number in [0, 1) from the host's seeded Rng (the jitter of a deferral). Outcomes come
+ * one event per delivery request (up to its recipient limit), so a large list costs one event per
+ * transaction, not per recipient; an outcome for a recipient not in flight is ignored.
+ */
 export type MessageEvent =
-  | { type: "recipient.sent"; recipientId: number; now: number; draw?: number }
-  | { type: "recipient.bounced"; recipientId: number; now: number; draw?: number }
-  | { type: "recipient.deferred"; recipientId: number; now: number; draw?: number }
+  | {
+      type: "recipients.reported"
+      outcomes: ReadonlyArray<{ readonly recipientId: number; readonly outcome: RecipientOutcome }>
+      now: number
+      draw?: number
+    }
   /** The host read the next batch from the store; `last` when nothing is left unread after it. */
   | { type: "recipients.read"; recipientIds: ReadonlyArray<number>; last: boolean; now: number; draw?: number }
 
@@ -71,7 +81,14 @@ export const decide = (ctx: MessageContext, now: number, draw = 0.5): MessageDec
   return { kind: "deferred", nextAttemptAt: now + delay }
 }
 
-const without = (ids: ReadonlyArray<number>, id: number) => ids.filter((x) => x !== id)
+/** The context after a request's outcomes: who is still in flight, who was deferred (in flight ones only). */
+const afterOutcomes = (context: MessageContext, event: MessageEvent): Pick<MessageContext, "inFlight" | "deferred"> => {
+  if (event.type !== "recipients.reported") return context
+  const reported = new Map(event.outcomes.map((o) => [o.recipientId, o.outcome]))
+  const inFlight = context.inFlight.filter((id) => !reported.has(id))
+  const deferred = context.inFlight.filter((id) => reported.get(id) === "deferred")
+  return { inFlight, deferred: deferred.length === 0 ? context.deferred : [...context.deferred, ...deferred] }
+}
 
 export const messageMachine = setup({
   types: {
@@ -81,21 +98,13 @@ export const messageMachine = setup({
     output: {} as MessageDecision,
   },
   guards: {
-    isLastInFlight: ({ context, event }) =>
-      "recipientId" in event && context.inFlight.length === 1 && context.inFlight[0] === event.recipientId,
-    isInFlight: ({ context, event }) => "recipientId" in event && context.inFlight.includes(event.recipientId),
+    /** These outcomes leave no recipient of the current batch in flight. */
+    finishesBatch: ({ context, event }) => event.type === "recipients.reported" && afterOutcomes(context, event).inFlight.length === 0,
     hasMoreToRead: ({ context }) => context.moreToRead,
     isEmptyBatch: ({ event }) => event.type === "recipients.read" && event.recipientIds.length === 0,
   },
   actions: {
-    completeRecipient: assign({
-      inFlight: ({ context, event }) => ("recipientId" in event ? without(context.inFlight, event.recipientId) : context.inFlight),
-    }),
-    deferRecipient: assign(({ context, event }) =>
-      "recipientId" in event
-        ? { inFlight: without(context.inFlight, event.recipientId), deferred: [...context.deferred, event.recipientId] }
-        : {},
-    ),
+    recordOutcomes: assign(({ context, event }) => afterOutcomes(context, event)),
     addBatch: assign(({ event }) =>
       event.type === "recipients.read" ? { inFlight: event.recipientIds, moreToRead: !event.last } : {},
     ),
@@ -119,20 +128,10 @@ export const messageMachine = setup({
     active: {
       description: "Recipients are being delivered; the message waits for each outcome.",
       on: {
-        "recipient.sent": [
-          { guard: and(["isLastInFlight", "hasMoreToRead"]), actions: "completeRecipient", target: "awaitingBatch" },
-          { guard: "isLastInFlight", actions: ["completeRecipient", "decideFate"], target: "settled" },
-          { guard: "isInFlight", actions: "completeRecipient" },
-        ],
-        "recipient.bounced": [
-          { guard: and(["isLastInFlight", "hasMoreToRead"]), actions: "completeRecipient", target: "awaitingBatch" },
-          { guard: "isLastInFlight", actions: ["completeRecipient", "decideFate"], target: "settled" },
-          { guard: "isInFlight", actions: "completeRecipient" },
-        ],
-        "recipient.deferred": [
-          { guard: and(["isLastInFlight", "hasMoreToRead"]), actions: "deferRecipient", target: "awaitingBatch" },
-          { guard: "isLastInFlight", actions: ["deferRecipient", "decideFate"], target: "settled" },
-          { guard: "isInFlight", actions: "deferRecipient" },
+        "recipients.reported": [
+          { guard: and(["finishesBatch", "hasMoreToRead"]), actions: "recordOutcomes", target: "awaitingBatch" },
+          { guard: "finishesBatch", actions: ["recordOutcomes", "decideFate"], target: "settled" },
+          { actions: "recordOutcomes" },
         ],
       },
     },

@@ -104,7 +104,9 @@ describe("message actor (temporary; parent qmgr)", () => {
     let thrown = 0
     const { p, lines } = await start(relayTo(rcv), {
       message: ({ event }) => {
-        if (event.type === "recipient.deferred" && thrown++ === 0) throw new Error("injected message actor fault")
+        if (event.type === "recipients.reported" && event.outcomes.some((o) => o.outcome === "deferred") && thrown++ === 0) {
+          throw new Error("injected message actor fault")
+        }
       },
     })
     const r = await send(p, "s@src.test", ["a@dst.test", "b@dst.test"])
@@ -120,6 +122,29 @@ describe("message actor (temporary; parent qmgr)", () => {
     expect(String(failures[0]!["msg"])).toMatch(/its recipients return to the queue/)
     const f = failures[0]!
     console.log(`[engine-faults] message: ${JSON.stringify({ actor: f["actor"], parent: f["parent"], queue_ids: f["queue_ids"], restarts: f["restarts"], msg: f["msg"] })}`)
+  })
+})
+
+describe("message actor failure with requests still queued at its destination", () => {
+  test("the queued requests never start: every recipient is delivered exactly once, later", async () => {
+    // One recipient per transaction and one connection at a time: when the actor fails on the first
+    // outcome, three requests of the message still wait in the destination's to-do list.
+    const rcv = await receiver()
+    let thrown = 0
+    const { p } = await start(
+      { ...relayTo(rcv), defaultDestinationRecipientLimit: 1, initialDestinationConcurrency: 1, defaultDestinationConcurrencyLimit: 1 },
+      {
+        message: ({ event }) => {
+          if (event.type === "recipients.reported" && thrown++ === 0) throw new Error("injected message actor fault")
+        },
+      },
+    )
+    const to = ["a@dst.test", "b@dst.test", "c@dst.test", "d@dst.test"]
+    expect((await send(p, "s@src.test", to)).ok).toBe(true)
+    await waitFor("all four delivered", () => to.every((a) => (copies(rcv)[a] ?? 0) >= 1), 15_000)
+    await waitFor("the queue to empty", () => queueEmpty(p), 15_000)
+    await new Promise((r) => setTimeout(r, 300))
+    expect(copies(rcv)).toEqual({ "a@dst.test": 1, "b@dst.test": 1, "c@dst.test": 1, "d@dst.test": 1 })
   })
 })
 

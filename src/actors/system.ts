@@ -3,6 +3,7 @@
 // from this table. Crash-only at the root: an escalation there exits the process non-zero, and the next
 // start recovers from the database.
 import type Database from "better-sqlite3"
+import type { DurableSync } from "../store/wal-sync.js"
 import type { PosternConfig } from "../config/types.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
 import type { ClockShape } from "../runtime/clock.js"
@@ -75,6 +76,8 @@ export const row = (service: string): ServiceRow => {
 export interface SystemDeps {
   readonly config: () => PosternConfig
   readonly db: Database.Database
+  /** Makes commits durable before anyone hears of them (the WAL's fsync, src/store/wal-sync.ts). */
+  readonly durable?: DurableSync
   readonly clock: ClockShape
   readonly rng: RngShape
   readonly dns: ResolverShape
@@ -124,7 +127,7 @@ export type EngineDeps = Omit<SystemDeps, "controlDir"> & {
 export const startEngine = (deps: EngineDeps): Engine => {
   const recovery = recover(deps.db)
   deps.log.info({ actor: "store", ...recovery }, "queue recovered")
-  const committer = new GroupCommitter(deps.db, deps.groupCommit)
+  const committer = new GroupCommitter(deps.db, deps.groupCommit, deps.durable)
   const newQueueId = makeQueueIdGenerator(deps.clock, deps.rng)
   // Delivery agents run on a second core unless told otherwise, or unless something only this thread can
   // give them is needed (a test's fault hook, the simulator's modelled connector).

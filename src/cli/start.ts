@@ -35,6 +35,7 @@ export const startProgram = (hooks: StartTestHooks = {}) => Effect.gen(function*
         startSystem({
           config: config.get,
           db: queue.db,
+          durable: queue.sync,
           controlDir: queue.dataDir,
           clock,
           rng,

@@ -11,6 +11,7 @@
 // (smtpd answers 451 4.3.0, the queue manager retries its bookkeeping).
 import type Database from "better-sqlite3"
 import { StoreError } from "./errors.js"
+import type { DurableSync } from "./wal-sync.js"
 
 export type StoreOp<T> = (db: Database.Database) => T
 
@@ -71,6 +72,11 @@ export class GroupCommitter {
   constructor(
     private readonly db: Database.Database,
     private readonly options: GroupCommitOptions = DEFAULT_GROUP_COMMIT,
+    /**
+     * Makes committed work durable (an fsync of the WAL off the event loop); callers hear of their commit
+     * only after it. Absent: the commit itself is what counts (synchronous=FULL, or a database in memory).
+     */
+    private readonly durable?: DurableSync,
   ) {
     this.busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_GROUP_COMMIT.busyTimeoutMs!
     // From here on this committer is the writer: SQLite must not hold the event loop for long.
@@ -160,7 +166,19 @@ export class GroupCommitter {
       this.transactions++
       this.operations += batch.length
       this.lockBackoffMs = 0
-      batch.forEach((p, i) => p.resolve(results[i]))
+      if (this.durable === undefined) batch.forEach((p, i) => p.resolve(results[i]))
+      else {
+        this.durable().then(
+          () => batch.forEach((p, i) => p.resolve(results[i])),
+          (error: unknown) => {
+            // Committed but maybe not on disk: nobody is told it is. A client gets its 4xx and sends again
+            // (at least once); delivery bookkeeping is written again by its retry path.
+            this.failures += batch.length
+            const e = StoreError.from(error)
+            for (const p of batch) p.reject(e)
+          },
+        )
+      }
       return []
     } catch (error) {
       const e = StoreError.from(error)

@@ -1,10 +1,12 @@
-// Opening the queue: the data folder, its exclusive lock, and the database in WAL mode with
-// synchronous=FULL (250 means the commit is on disk). One process owns a data folder: the lock is an
+// Opening the queue: the data folder, its exclusive lock, and the database in WAL mode. Commits write the
+// WAL without waiting for the disk (synchronous=NORMAL); `sync` then fsyncs the WAL off the event loop,
+// and nothing is acknowledged before it has (src/store/wal-sync.ts): 250 means the commit is on disk. One process owns a data folder: the lock is an
 // OS file lock held by SQLite on `postern.lock`, so it vanishes with the process, even after kill -9.
 import { mkdirSync, writeFileSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import Database from "better-sqlite3"
 import { migrate } from "./schema.js"
+import { WalSync, type DurableSync } from "./wal-sync.js"
 
 export const QUEUE_DB = "queue.db"
 const LOCK_DB = "postern.lock"
@@ -22,12 +24,16 @@ export class DataDirLockedError extends Error {
 export interface OpenedQueue {
   readonly db: Database.Database
   readonly dataDir: string
+  /** Resolves when every commit made before the call is on disk (an fsync of the WAL on the thread pool). */
+  readonly sync: DurableSync
   readonly close: () => void
 }
 
 const tune = (db: Database.Database) => {
   db.pragma("journal_mode = WAL")
-  db.pragma("synchronous = FULL")
+  // Commits do not fsync on the main thread; WalSync does it off the event loop before any reply (and
+  // SQLite still syncs the WAL before every checkpoint and the database after it).
+  db.pragma("synchronous = NORMAL")
   db.pragma("busy_timeout = 5000") // recovery and migrations at start; the group committer then waits asynchronously
   db.pragma("foreign_keys = OFF")
   db.pragma("cache_size = -32768") // 32 MiB page cache
@@ -59,10 +65,13 @@ export const openQueueForWriting = (dataDir: string): OpenedQueue => {
   const db = new Database(join(dir, QUEUE_DB))
   tune(db)
   migrate(db)
+  const wal = new WalSync(join(dir, `${QUEUE_DB}-wal`))
   return {
     db,
     dataDir: dir,
+    sync: wal.sync,
     close: () => {
+      wal.close()
       try {
         db.pragma("wal_checkpoint(TRUNCATE)")
       } catch {

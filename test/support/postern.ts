@@ -50,6 +50,7 @@ export async function startPostern(
   const system = await startSystem({
     config: () => config,
     db: queue.db,
+    durable: queue.sync,
     controlDir: queue.dataDir,
     clock: Clock.system,
     rng: seededRng(42),

@@ -1,6 +1,8 @@
 // Group commit: the one writer of the queue database. Work from many sessions and delivery agents that
-// arrives within a short window runs in ONE transaction with synchronous=FULL, so durability costs one
-// fsync per batch rather than one per message. A caller's promise settles only after its batch committed.
+// arrives within a short window runs in ONE transaction, and its callers hear of it only once the commit is
+// on disk: after the WAL's fsync (WalSync, off the event loop, shared by every batch committed meanwhile),
+// or after the commit itself when SQLite syncs (synchronous=FULL). Durability costs one fsync per batch or
+// fewer, never one per message.
 // If a batch fails, each operation is retried alone so one bad operation cannot fail its neighbours.
 // Two kinds of work: urgent (a client waits for its 250) flushes after `windowMs`; lazy (delivery
 // outcomes, which nobody waits on) rides along with the next urgent batch or flushes after `lazyWindowMs`,

@@ -627,14 +627,20 @@ export class QueueManager {
         q.deleteMessageIfDone(db, m.id)
         return bounce
       })
-      .then((bounce) => {
-        if (bounce !== null) this.admit(bounce.message)
-      })
       .then(
-        () => {
+        (bounce) => {
           entry.unwritten.splice(0, replay.length)
           this.pendingCompletions--
           this.release(entry, decision.kind === "deferred")
+          // The report is committed: whatever happens admitting it, this settle is never repeated (a retry
+          // would commit a second report). Not admitted, it is 'active' in the store and recovery's to run.
+          if (bounce !== null) {
+            try {
+              this.admit(bounce.message)
+            } catch (err) {
+              this.deps.log.error({ actor: "qmgr", queue_id: bounce.message.queueId, err }, "could not admit a non-delivery report; it runs after the next start")
+            }
+          }
         },
         (err: unknown) => {
           // The store could not commit (disk full, I/O): keep the message active and try again.
@@ -672,6 +678,7 @@ export class QueueManager {
     entry.actor.stop()
     this.forget(entry)
     this.active.delete(m.id)
+    if (this.backlogged) void this.scan()
   }
 
   /** Retries a write the store refused until it commits (the disk fills, the disk empties). */

@@ -8,6 +8,7 @@ import { pino } from "pino"
 import { decodeConfig } from "../../src/config/index.js"
 import type { PosternConfig } from "../../src/config/types.js"
 import { startSystem, type RunningSystem } from "../../src/actors/system.js"
+import type { DurableSync } from "../../src/store/wal-sync.js"
 import { Clock } from "../../src/runtime/clock.js"
 import { makeLogger, silentLogger, type Logger } from "../../src/runtime/log.js"
 import { seededRng } from "../../src/runtime/rng.js"
@@ -39,6 +40,8 @@ export async function startPostern(
     faultHooks?: FaultHooks
     /** Where Postern logs (default: silent, or POSTERN_TEST_LOG's level on stderr). */
     log?: Logger
+    /** Wraps the queue's durability sync (the WAL's fsync), e.g. to hold it back and watch who waits. */
+    durable?: (sync: DurableSync) => DurableSync
   } = {},
 ): Promise<TestPostern> {
   const dataDir = opts.dataDir ?? tempDir()
@@ -50,7 +53,7 @@ export async function startPostern(
   const system = await startSystem({
     config: () => config,
     db: queue.db,
-    durable: queue.sync,
+    durable: opts.durable !== undefined ? opts.durable(queue.sync) : queue.sync,
     controlDir: queue.dataDir,
     clock: Clock.system,
     rng: seededRng(42),

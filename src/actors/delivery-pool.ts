@@ -9,7 +9,7 @@ import type { RestartPolicy } from "../machines/supervisor.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import type { DnsTable } from "../transport/dns.js"
-import { localOutcome, type DeliveryRequest } from "./delivery.js"
+import { deferredForAll, localOutcome, type DeliveryRequest } from "./delivery.js"
 import { supervise } from "./supervisor.js"
 
 /** A delivery request as it crosses to the thread: no functions, the body as bytes. */
@@ -49,12 +49,6 @@ const workerEntry = (): { url: URL; entry: string | undefined } =>
     ? { url: new URL("./ts-worker-loader.mjs", import.meta.url), entry: new URL("./delivery-worker.ts", import.meta.url).href }
     : { url: new URL("./delivery-worker.js", import.meta.url), entry: undefined }
 
-const deferAll = (request: DeliveryRequest, dsn: string, reply: string): DeliveryOutput => ({
-  verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, { verdict: "deferred" as const, dsn, reply, remote: false }])),
-  siteFailure: false,
-  relay: null,
-})
-
 export class DeliveryPool {
   private worker: Worker | null = null
   private readonly pending = new Map<string, Pending>()
@@ -81,14 +75,14 @@ export class DeliveryPool {
     if (local !== null) return Promise.resolve(local) // discard and error need no thread
     const worker = this.worker
     if (worker === null || this.stopping) {
-      return Promise.resolve(deferAll(request, "4.3.0", "delivery agents are restarting"))
+      return Promise.resolve(deferredForAll(request, "4.3.0", "delivery agents are restarting"))
     }
     let body: Buffer
     try {
       const b = request.body()
       body = Buffer.isBuffer(b) ? b : this.deps.bodyBytes(request)
     } catch (e) {
-      return Promise.resolve(deferAll(request, "4.3.0", `cannot read the message: ${(e as Error).message}`))
+      return Promise.resolve(deferredForAll(request, "4.3.0", `cannot read the message: ${(e as Error).message}`))
     }
     return new Promise((resolve) => {
       this.pending.set(request.id, { request, resolve })
@@ -103,7 +97,7 @@ export class DeliveryPool {
     if (p === undefined) return
     this.pending.delete(id)
     this.worker?.postMessage({ t: "cancel", id, reason } satisfies PoolRequest)
-    p.resolve(deferAll(p.request, "4.4.7", reason))
+    p.resolve(deferredForAll(p.request, "4.4.7", reason))
   }
 
   inFlight(): number {
@@ -153,7 +147,7 @@ export class DeliveryPool {
       this.worker = null
       const lost = [...this.pending.values()]
       this.pending.clear()
-      for (const p of lost) p.resolve({ ...deferAll(p.request, "4.3.0", "delivery agent failure"), siteFailure: true })
+      for (const p of lost) p.resolve(deferredForAll(p.request, "4.3.0", "delivery agent failure", true))
       if (!this.stopping) fail(error, { queue_ids: lost.map((p) => p.request.message.queueId) })
     }
     worker.on("error", died)

@@ -48,13 +48,20 @@ export interface DeliveryAgentDeps {
   readonly connector?: Connector
 }
 
+/** The same verdict for every recipient of a request (a local decision, a cancellation, a failure). */
+export const outcomeForAll = (request: DeliveryRequest, v: RecipientVerdict, siteFailure = false): DeliveryOutput => ({
+  verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, v])),
+  siteFailure,
+  relay: null,
+})
+
+/** Every recipient deferred with this status: nothing was said to a remote server. */
+export const deferredForAll = (request: DeliveryRequest, dsn: string, reply: string, siteFailure = false): DeliveryOutput =>
+  outcomeForAll(request, { verdict: "deferred", dsn, reply, remote: false }, siteFailure)
+
 /** The discard and error services decide without any I/O: their outcome, or null for smtp/lmtp. */
 export const localOutcome = (request: DeliveryRequest): DeliveryOutput | null => {
-  const everyone = (v: RecipientVerdict): DeliveryOutput => ({
-    verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, v])),
-    siteFailure: false,
-    relay: null,
-  })
+  const everyone = (v: RecipientVerdict): DeliveryOutput => outcomeForAll(request, v)
   switch (request.route.serviceConfig.type) {
     case "discard":
       return everyone({ verdict: "sent", dsn: "2.0.0", reply: `discarded (${request.route.nexthop || "discard"})`, remote: false })
@@ -209,7 +216,7 @@ export class DeliveryAgent {
         // The session may be mid-transaction: it is closed, never reused.
         this.sessions.get(request.id)?.close()
         this.sessions.delete(request.id)
-        finish(this.everyone(request, { verdict: "deferred", dsn: "4.4.7", reply: reason, remote: false }))
+        finish(deferredForAll(request, "4.4.7", reason))
         actor.stop()
       })
       actor.subscribe({
@@ -228,7 +235,7 @@ export class DeliveryAgent {
           this.sessions.delete(request.id)
           // Counted against the destination (negative feedback): a destination whose delivery actors keep
           // dying goes dead and its mail is deferred without new attempts, instead of failing again and again.
-          finish({ ...this.everyone(request, { verdict: "deferred", dsn: "4.3.0", reply: "delivery agent failure", remote: false }), siteFailure: true })
+          finish(deferredForAll(request, "4.3.0", "delivery agent failure", true))
         },
       })
       this.running.add(actor)
@@ -290,10 +297,6 @@ export class DeliveryAgent {
     }
     if (extra.length === 0) return primary
     return { kind: "targets", targets: [...(primary.kind === "targets" ? primary.targets : []), ...extra] }
-  }
-
-  private everyone(request: DeliveryRequest, v: RecipientVerdict): DeliveryOutput {
-    return { verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, v])), siteFailure: false, relay: null }
   }
 
   private async openSession(deliveryId: string, target: Target): Promise<"ready" | AttemptResult> {

@@ -10,7 +10,7 @@ import { destinationMachine, type DestinationInput } from "../machines/destinati
 import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
-import type { DeliveryRequest } from "./delivery.js"
+import { deferredForAll, type DeliveryRequest } from "./delivery.js"
 import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 import { DestinationTodo } from "./destination-todo.js"
 import { supervise } from "./supervisor.js"
@@ -196,7 +196,7 @@ export class DestinationQueue {
         .catch((err: unknown): DeliveryOutput => {
           // The agent promises never to reject; if it does, the attempt counts as a failed one, not a lost slot.
           this.deps.log.error({ actor: `destination/${this.key}`, queue_id: request.message.queueId, err }, "delivery agent failed; its recipients are deferred")
-          return everyoneDeferred(request, "4.3.0", "delivery agent failure", true)
+          return deferredForAll(request, "4.3.0", "delivery agent failure", true)
         })
         .then((output) => {
           this.inFlight.delete(request)
@@ -230,12 +230,7 @@ export class DestinationQueue {
 
   private deferAllQueued(reason: string | null): void {
     const text = `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
-    for (const request of this.todo.drain()) this.deps.done(request, everyoneDeferred(request, "4.4.1", text, false), 0)
+    for (const request of this.todo.drain()) this.deps.done(request, deferredForAll(request, "4.4.1", text), 0)
   }
 }
 
-const everyoneDeferred = (request: DeliveryRequest, dsn: string, reply: string, siteFailure: boolean): DeliveryOutput => ({
-  verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, { verdict: "deferred" as const, dsn, reply, remote: false }])),
-  siteFailure,
-  relay: null,
-})

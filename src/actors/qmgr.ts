@@ -56,8 +56,8 @@ const SCAN_BATCH = 1_000
 const MAX_TIMER_MS = 2 ** 31 - 1
 /** An idle destination queue is kept this long (its window and feedback with it) before it is dropped. */
 const DESTINATION_KEEP_MS = 5 * 60_000
-/** Past this many destination queues, idle ones are dropped at once. */
-const MAX_IDLE_DESTINATIONS = 10_000
+/** Past this many destination queues held, idle ones are dropped at once. */
+const CROWDED_DESTINATIONS = 10_000
 
 interface ActiveEntry {
   /** The message, with the first batch of its recipients. */
@@ -655,11 +655,11 @@ export class QueueManager {
    * Idle destination queues are dropped (memory is bounded by active work, not by how many nexthops
    * were ever seen), but not at once: a destination that served the last message is likely to serve the
    * next, and rebuilding its actors per message would cost more than keeping them a while. A queue idle
-   * for DESTINATION_KEEP_MS goes; past MAX_IDLE_DESTINATIONS held, every idle one goes.
+   * for DESTINATION_KEEP_MS goes; past CROWDED_DESTINATIONS queues held, every idle one goes.
    */
   private sweepIdleDestinations(): void {
     const now = this.deps.clock.now()
-    const crowded = this.destinations.size > MAX_IDLE_DESTINATIONS
+    const crowded = this.destinations.size > CROWDED_DESTINATIONS
     if (now - this.lastSweep < 30_000 && !crowded) return
     this.lastSweep = now
     for (const [key, d] of this.destinations) {

@@ -99,7 +99,11 @@ export const messageMachine = setup({
   },
   guards: {
     /** These outcomes leave no recipient of the current batch in flight. */
-    finishesBatch: ({ context, event }) => event.type === "recipients.reported" && afterOutcomes(context, event).inFlight.length === 0,
+    finishesBatch: ({ context, event }) => {
+      if (event.type !== "recipients.reported") return false
+      const reported = new Set(event.outcomes.map((o) => o.recipientId))
+      return context.inFlight.every((id) => reported.has(id))
+    },
     hasMoreToRead: ({ context }) => context.moreToRead,
     isEmptyBatch: ({ event }) => event.type === "recipients.read" && event.recipientIds.length === 0,
   },

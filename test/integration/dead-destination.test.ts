@@ -3,32 +3,28 @@
 // qmgr stops connecting once a failed cohort brings the window to 0: the destination is dead, the rest of
 // its queue is deferred "delivery temporarily suspended" without a connection, and the healthy
 // destination is not slowed. The figures are printed for the record (npm test's output).
-import { afterEach, describe, expect, test } from "vitest"
+import { describe, expect, test } from "vitest"
 import { startBadServer, type BadServer } from "../support/bad-server.js"
 import { inject, makeMessage } from "../support/inject.js"
-import { startPostern, waitFor, type TestPostern } from "../support/postern.js"
-import { startReceiver, type Receiver } from "../support/receiver.js"
+import { withCleanup } from "../support/cleanup.js"
+import { waitFor, type TestPostern } from "../support/postern.js"
+import type { Receiver } from "../support/receiver.js"
 
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c()
-})
+const { onCleanup, receiverWith, posternWith } = withCleanup()
 
 const MESSAGES = 100
 
 describe("a dead destination beside a healthy one", () => {
   test("100 messages to a destination that answers 421 cost a handful of connections; the healthy one runs at full speed", async () => {
     const dead: BadServer = await startBadServer("greet421")
-    closers.push(() => dead.close())
-    const healthy: Receiver = await startReceiver()
-    closers.push(() => healthy.close())
-    const postern: TestPostern = await startPostern({
+    onCleanup(() => dead.close())
+    const healthy: Receiver = await receiverWith()
+    const postern: TestPostern = await posternWith({
       transports: { "dead.test": `smtp:[127.0.0.1]:${dead.port}`, "healthy.test": `smtp:[127.0.0.1]:${healthy.port}` },
       // Long enough that the dead mark cannot expire while the test runs.
       minimalBackoffTime: "5m",
       maximalBackoffTime: "10m",
     })
-    closers.push(() => postern.close())
 
     const started = performance.now()
     const send = (domain: string, i: number) =>

@@ -1,25 +1,13 @@
 // Fairness and bounded memory over real sockets: a one-recipient message is not stuck behind a
 // 10,000-recipient list to the same destination, and a message with more recipients than the in-memory
 // bound is read from the store in batches, delivered completely, never holding more than the bound.
-import { afterEach, describe, expect, test } from "vitest"
+import { describe, expect, test } from "vitest"
 import { inject, makeMessage } from "../support/inject.js"
-import { startReceiver, type Receiver } from "../support/receiver.js"
-import { startPostern, tempDir, waitFor, type TestPostern } from "../support/postern.js"
+import type { Receiver } from "../support/receiver.js"
+import { tempDir, waitFor } from "../support/postern.js"
+import { withCleanup } from "../support/cleanup.js"
 
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c()
-})
-const receiverWith = async (...args: Parameters<typeof startReceiver>): Promise<Receiver> => {
-  const r = await startReceiver(...args)
-  closers.push(() => r.close())
-  return r
-}
-const posternWith = async (...args: Parameters<typeof startPostern>): Promise<TestPostern> => {
-  const p = await startPostern(...args)
-  closers.push(() => p.close())
-  return p
-}
+const { receiverWith, posternWith } = withCleanup()
 
 /** Queues a message through the store's own commit (smtpd's recipient limit would get in the way). */
 const seedList = async (dataDir: string, queueId: string, recipients: number): Promise<void> => {

@@ -3,26 +3,14 @@
 // missing) delivering into Maildirs. Every recipient's outcome is the server's own reply.
 import { rmSync } from "node:fs"
 import { join } from "node:path"
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest"
+import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { ensureDovecot, startDovecot, type Dovecot } from "../support/dovecot.js"
 import { inject, makeMessage } from "../support/inject.js"
-import { startPostern, tempDir, waitFor, type TestPostern } from "../support/postern.js"
-import { startReceiver, type Receiver } from "../support/receiver.js"
+import { tempDir, waitFor, type TestPostern } from "../support/postern.js"
+import type { Receiver } from "../support/receiver.js"
+import { withCleanup } from "../support/cleanup.js"
 
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c()
-})
-const receiverWith = async (...args: Parameters<typeof startReceiver>): Promise<Receiver> => {
-  const r = await startReceiver(...args)
-  closers.push(() => r.close())
-  return r
-}
-const posternWith = async (...args: Parameters<typeof startPostern>): Promise<TestPostern> => {
-  const p = await startPostern(...args)
-  closers.push(() => p.close())
-  return p
-}
+const { onCleanup, receiverWith, posternWith } = withCleanup()
 
 interface AttemptRow {
   recipient: string
@@ -96,7 +84,7 @@ describe("LMTP against smtp-server in LMTP mode", () => {
 
   test("lmtp:unix:/path: the same over a UNIX-domain socket", async () => {
     const dir = tempDir("postern-lmtp-")
-    closers.push(async () => rmSync(dir, { recursive: true, force: true }))
+    onCleanup(async () => rmSync(dir, { recursive: true, force: true }))
     const socketPath = join(dir, "lmtp.sock")
     const receiver = await receiverWith({ ...mixedScript, socketPath })
     const postern = await posternWith(lmtpTo(`unix:${socketPath}`))
@@ -105,7 +93,7 @@ describe("LMTP against smtp-server in LMTP mode", () => {
 
   test("lmtp:unix:/path with nothing listening: deferred, and the reason names the socket", async () => {
     const dir = tempDir("postern-lmtp-")
-    closers.push(async () => rmSync(dir, { recursive: true, force: true }))
+    onCleanup(async () => rmSync(dir, { recursive: true, force: true }))
     const postern = await posternWith(lmtpTo(`unix:${dir}/missing.sock`))
     await sendTo(postern, ["ok@box.test"], "nobody home")
     await waitFor("an attempt", () => attempts(postern).length >= 1)

@@ -1,24 +1,11 @@
 // The queue manager over real sockets: recipients packed per transaction, connections reused, routes
 // taken from the config current when mail enters the active window, and queue lifetime expiry.
-import { afterEach, describe, expect, test } from "vitest"
+import { describe, expect, test } from "vitest"
 import { inject, makeMessage } from "../support/inject.js"
-import { startReceiver, type Receiver } from "../support/receiver.js"
 import { startPostern, tempDir, waitFor, type TestPostern } from "../support/postern.js"
+import { withCleanup } from "../support/cleanup.js"
 
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c()
-})
-const receiverWith = async (...args: Parameters<typeof startReceiver>): Promise<Receiver> => {
-  const r = await startReceiver(...args)
-  closers.push(() => r.close())
-  return r
-}
-const posternWith = async (...args: Parameters<typeof startPostern>): Promise<TestPostern> => {
-  const p = await startPostern(...args)
-  closers.push(() => p.close())
-  return p
-}
+const { receiverWith, posternWith } = withCleanup()
 const queued = (p: TestPostern) => (p.queue.db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n
 
 describe("scheduling", () => {

@@ -2,27 +2,14 @@
 // one site share that site's window; domains with the same MX host set share a queue without config;
 // delivery still goes per recipient domain; bracketed nexthops, the relayhost and failed lookups keep
 // their own queue. Every MX host resolves to 127.0.0.1, where one test receiver counts connections.
-import { afterEach, describe, expect, test } from "vitest"
+import { describe, expect, test } from "vitest"
 import { queueList } from "../../src/cli/queue-list.js"
 import type { DnsTable } from "../../src/transport/dns.js"
 import { inject, makeMessage } from "../support/inject.js"
-import { startReceiver, type Receiver } from "../support/receiver.js"
-import { startPostern, waitFor, type TestPostern } from "../support/postern.js"
+import { waitFor, type TestPostern } from "../support/postern.js"
+import { withCleanup } from "../support/cleanup.js"
 
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c()
-})
-const receiverWith = async (...args: Parameters<typeof startReceiver>): Promise<Receiver> => {
-  const r = await startReceiver(...args)
-  closers.push(() => r.close())
-  return r
-}
-const posternWith = async (...args: Parameters<typeof startPostern>): Promise<TestPostern> => {
-  const p = await startPostern(...args)
-  closers.push(() => p.close())
-  return p
-}
+const { receiverWith, posternWith } = withCleanup()
 
 const mx = (...hosts: Array<string>) => hosts.map((exchange, i) => ({ exchange, priority: 10 * (i + 1) }))
 const loopback = (...hosts: Array<string>) => Object.fromEntries(hosts.map((h) => [h, ["127.0.0.1"]]))

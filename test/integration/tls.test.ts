@@ -5,12 +5,12 @@
 import { rmSync } from "node:fs"
 import { Writable } from "node:stream"
 import { pino } from "pino"
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest"
+import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { startBadServer } from "../support/bad-server.js"
 import { makeTestCertificates, type TestCertificates } from "../support/certs.js"
 import { inject, makeMessage } from "../support/inject.js"
-import { startPostern, tempDir, waitFor, type TestPostern } from "../support/postern.js"
-import { startReceiver, type Receiver } from "../support/receiver.js"
+import { tempDir, waitFor, type TestPostern } from "../support/postern.js"
+import { withCleanup } from "../support/cleanup.js"
 
 const DNS = { addresses: { "mx.tls.test": ["127.0.0.1"], "wrong.tls.test": ["127.0.0.1"] } }
 
@@ -22,20 +22,7 @@ beforeAll(() => {
 }, 600_000)
 afterAll(() => rmSync(certDir, { recursive: true, force: true }))
 
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c()
-})
-const receiverWith = async (...args: Parameters<typeof startReceiver>): Promise<Receiver> => {
-  const r = await startReceiver(...args)
-  closers.push(() => r.close())
-  return r
-}
-const posternWith = async (...args: Parameters<typeof startPostern>): Promise<TestPostern> => {
-  const p = await startPostern(...args)
-  closers.push(() => p.close())
-  return p
-}
+const { onCleanup, receiverWith, posternWith } = withCleanup()
 const tlsReceiver = () => receiverWith({ tls: { key: certs.key, cert: certs.cert } })
 
 interface AttemptRow {
@@ -102,7 +89,7 @@ describe("outbound TLS", () => {
 
   test("may, a broken TLS handshake: the same server is tried again in plaintext and the mail is delivered", async () => {
     const server = await startBadServer("ok", { brokenStartTls: true })
-    closers.push(() => server.close())
+    onCleanup(() => server.close())
     const postern = await posternWith(routedTo("127.0.0.1", server.port), { dns: DNS })
     await send(postern, "bob@dest.test")
     await server.waitForMessages(1, 10_000)
@@ -113,7 +100,7 @@ describe("outbound TLS", () => {
 
   test("may, STARTTLS refused (454): the same session goes on in plaintext; encrypt defers with the server's reply", async () => {
     const server = await startBadServer("ok", { refuseStartTls: true })
-    closers.push(() => server.close())
+    onCleanup(() => server.close())
     const may = await posternWith(routedTo("127.0.0.1", server.port), { dns: DNS })
     await send(may, "bob@dest.test")
     await server.waitForMessages(1, 10_000)

@@ -55,6 +55,8 @@ export interface InjectResult {
   readonly dotTo250Ms: LatencySummary
   /** Connect → 250 (the whole transaction as a client sees it), ms. */
   readonly connectTo250Ms: LatencySummary
+  /** The parts of connectTo250Ms before the dot: TCP connect, connect→greeting, greeting→dot. */
+  readonly stagesMs: { readonly connect: LatencySummary; readonly greeting: LatencySummary; readonly commands: LatencySummary }
   /** How late the injector itself started sends against the fixed clock, ms (its own health). */
   readonly scheduleLagMs: LatencySummary
   readonly maxInFlightSeen: number
@@ -86,6 +88,10 @@ export const injectOpenLoop = (o: InjectOptions): Promise<InjectResult> => {
   const dot: Array<number> = []
   const whole: Array<number> = []
   const lag: Array<number> = []
+  /** Where the whole-transaction time goes: connect, connect→greeting, greeting→dot (EHLO, MAIL, RCPT, DATA, body). */
+  const connectStage: Array<number> = []
+  const greetingStage: Array<number> = []
+  const commandsStage: Array<number> = []
   const errors: Record<string, number> = {}
   let i = 0
   let sent = 0
@@ -116,6 +122,7 @@ export const injectOpenLoop = (o: InjectOptions): Promise<InjectResult> => {
         achievedRate: ok / ((end - t0) / 1000),
         dotTo250Ms: summarize(dot),
         connectTo250Ms: summarize(whole),
+        stagesMs: { connect: summarize(connectStage), greeting: summarize(greetingStage), commands: summarize(commandsStage) },
         scheduleLagMs: summarize(lag),
         maxInFlightSeen,
         errors,
@@ -127,6 +134,11 @@ export const injectOpenLoop = (o: InjectOptions): Promise<InjectResult> => {
         ok++
         dot.push(t.repliedAt - t.dotAt)
         whole.push(t.repliedAt - t.startedAt)
+        if (t.connectedAt !== null && t.greetedAt !== null) {
+          connectStage.push(t.connectedAt - t.startedAt)
+          greetingStage.push(t.greetedAt - t.connectedAt)
+          commandsStage.push(t.dotAt - t.greetedAt)
+        }
         lastReply = Math.max(lastReply, t.repliedAt)
       } else {
         failed++

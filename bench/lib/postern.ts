@@ -30,6 +30,7 @@ export const posternConfig = (port: number, sinkPort: number, mode: MtaMode, dat
   logLevel: "warn",
   dataDir,
   hostname: "postern.bench.test",
+  ...(process.env["POSTERN_BENCH_CONFIG"] ? JSON.parse(process.env["POSTERN_BENCH_CONFIG"]) : {}),
 })
 
 export const newRunDir = (label: string): string => {
@@ -78,7 +79,8 @@ export class PosternProcess implements RunningMta {
     const dataDir = opts.dataDir ?? join(runDir, "data")
     const configFile = join(runDir, "postern.yaml")
     writeFileSync(configFile, `${JSON.stringify(posternConfig(port, opts.sinkPort, opts.mode, dataDir), null, 2)}\n`)
-    const nodeArgs: Array<string> = []
+    // As every launcher runs it (package.json's start, the bin's shebang, deploy/postern.service).
+    const nodeArgs: Array<string> = ["--max-semi-space-size=64"]
     if (opts.cpuProfDir !== undefined) {
       mkdirSync(opts.cpuProfDir, { recursive: true })
       nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`)

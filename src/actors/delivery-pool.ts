@@ -2,6 +2,7 @@
 // a worker thread (delivery-worker.ts). Requests carry the message bytes; answers are verdicts. The
 // thread is supervised: if it dies, its deliveries in flight are deferred (the predecessor backs off) and
 // it is restarted; past the restart intensity the failure escalates to the root.
+import { availableParallelism } from "node:os"
 import { Worker } from "node:worker_threads"
 import type { PosternConfig } from "../config/types.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
@@ -11,6 +12,18 @@ import type { Logger } from "../runtime/log.js"
 import type { DnsTable } from "../transport/dns.js"
 import { deferredForAll, localOutcome, type DeliveryRequest } from "./delivery.js"
 import { supervise } from "./supervisor.js"
+
+/** Hosts with fewer CPUs than this run the delivery agents on the main thread when deliveryThread is auto. */
+export const WORKER_MIN_CPUS = 4
+
+/**
+ * Where the delivery agents run. `auto` gives them a thread of their own only when the host has CPUs to
+ * spare: on two CPUs the SMTP server, the kernel's network stack and the peers already share them, and
+ * the hand-off (message bytes copied to the thread, a wake-up each way) cost more than the thread gave
+ * back (bench/RESULTS.md, "delivery thread").
+ */
+export const deliveryThreadOf = (setting: "auto" | "worker" | "main", cpus = availableParallelism()): "worker" | "main" =>
+  setting === "auto" ? (cpus >= WORKER_MIN_CPUS ? "worker" : "main") : setting
 
 /** A delivery request as it crosses to the thread: no functions, the body as bytes. */
 export type WireRequest = Omit<DeliveryRequest, "body">

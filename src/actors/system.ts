@@ -15,7 +15,7 @@ import { recover, type RecoveryReport } from "../store/recovery.js"
 import type { DnsTable, ResolverShape } from "../transport/dns.js"
 import { readBody } from "../store/queue-store.js"
 import { AttemptPruner } from "./attempt-pruner.js"
-import { DeliveryPool } from "./delivery-pool.js"
+import { DeliveryPool, deliveryThreadOf } from "./delivery-pool.js"
 import type { Connector } from "../transport/smtp-session.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { DeliveryAgent, type DeliveryRequest } from "./delivery.js"
@@ -129,10 +129,11 @@ export const startEngine = (deps: EngineDeps): Engine => {
   deps.log.info({ actor: "store", ...recovery }, "queue recovered")
   const committer = new GroupCommitter(deps.db, deps.groupCommit, deps.durable)
   const newQueueId = makeQueueIdGenerator(deps.clock, deps.rng)
-  // Delivery agents run on a second core unless told otherwise, or unless something only this thread can
-  // give them is needed (a test's fault hook, the simulator's modelled connector).
+  // Delivery agents run on a second core when there is one to spare (see deliveryThreadOf), or where
+  // told; never when something only this thread can give them is needed (a test's fault hook, the
+  // simulator's modelled connector).
   const inWorker =
-    deps.config().deliveryThread === "worker" &&
+    deliveryThreadOf(deps.config().deliveryThread) === "worker" &&
     deps.deliveryFault === undefined &&
     deps.faultHooks?.delivery === undefined &&
     deps.connector === undefined
@@ -224,7 +225,7 @@ export const startSystem = async (deps: SystemDeps): Promise<RunningSystem> => {
           deps.log.error({ actor: "control", err }, "control socket unavailable (is the dataDir path too long for a Unix socket?)")
           return null
         })
-  deps.log.info({ actor: "system", listening }, "postern is running")
+  deps.log.info({ actor: "system", listening, deliveryThread: agent instanceof DeliveryPool ? "worker" : "main" }, "postern is running")
   return {
     committer,
     qmgr,

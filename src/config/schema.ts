@@ -521,7 +521,7 @@ export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "
 
 const LogLevel = Schema.Literals(LOG_LEVELS).annotate({ expected: `one of ${LOG_LEVELS.join(", ")}` })
 
-export const DELIVERY_THREADS = ["worker", "main"] as const
+export const DELIVERY_THREADS = ["auto", "worker", "main"] as const
 
 const DeliveryThread = Schema.Literals(DELIVERY_THREADS).annotate({ expected: `one of ${DELIVERY_THREADS.join(", ")}` })
 
@@ -626,7 +626,7 @@ export const DEFAULTS = {
   smtpTlsPolicyMaps: {},
   smtpdTimeout: "300s",
   logLevel: "info",
-  deliveryThread: "worker",
+  deliveryThread: "auto",
   backoffJitter: 0.1,
   attemptLogRetention: "7d",
 } as const

@@ -108,7 +108,7 @@ export interface PosternConfig {
   /** Spread of the retry delay: the next attempt comes at delay × (1 ± backoffJitter), drawn from the seeded Rng. */
   readonly backoffJitter: number
   /** Where the delivery agents run: a worker thread on the second core, or the main thread. */
-  readonly deliveryThread: "worker" | "main"
+  readonly deliveryThread: "auto" | "worker" | "main"
   /** Rows of the attempts log older than this are deleted (ms); 0 = keep them forever. */
   readonly attemptLogRetention: number
 }

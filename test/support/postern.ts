@@ -46,7 +46,15 @@ export async function startPostern(
 ): Promise<TestPostern> {
   const dataDir = opts.dataDir ?? tempDir()
   const config = decodeConfig(
-    { hostname: "postern.test", dataDir, listen: [{ address: "127.0.0.1:0", greetWait: "0s" }], ...overrides },
+    {
+      hostname: "postern.test",
+      dataDir,
+      listen: [{ address: "127.0.0.1:0", greetWait: "0s" }],
+      // The delivery thread is what most tests go through, whatever auto picks on this host; tests of the
+      // main-thread path say so (and the simulator always takes it).
+      deliveryThread: "worker",
+      ...overrides,
+    },
     dataDir,
   )
   const queue = openQueueForWriting(config.dataDir)

@@ -131,7 +131,7 @@ describe("defaults", () => {
       smtpTlsPolicyMaps: {},
       smtpdTimeout: 300_000,
       logLevel: "info",
-      deliveryThread: "worker",
+      deliveryThread: "auto",
       backoffJitter: 0.1,
       attemptLogRetention: 604_800_000,
       smtpFallbackRelay: [],

@@ -1,5 +1,6 @@
 // Pins the local smtp-server patch (patches/smtp-server+3.21.6.patch: the greetingDelay
-// option, and enhanced status codes supplied by the application not being doubled) and the smtp-server behaviours Postern's SMTP listener relies on: DATA
+// option, enhanced status codes supplied by the application not being doubled, session ids
+// from a pool of random bytes) and the smtp-server behaviours Postern's SMTP listener relies on: DATA
 // termination (SMTP smuggling), dot-unstuffing, size overrun, EHLO capabilities,
 // MAIL/RCPT parameters and reply codes. Everything runs over real sockets on 127.0.0.1.
 import { existsSync, readFileSync } from "node:fs"
@@ -662,5 +663,32 @@ describe("smtp-server patch: an enhanced status code in the reply text is not do
     await client.cmd("MAIL FROM:<sender@client.test>")
     expect(await client.cmd("RCPT TO:<plain451@postern.test>")).toEqual(["451 Error: local problem, try again later"])
     expect(await client.cmd("RCPT TO:<full@postern.test>")).toEqual(["452 4.5.3 Error: too many recipients"])
+  })
+})
+
+describe("smtp-server patch: session ids from a pool of random bytes", () => {
+  it("every connection gets its own 16-character base-32 id, across refills of the pool", async () => {
+    const ids: string[] = []
+    const port = await startServer({
+      onConnect: (session, cb) => {
+        ids.push(session.id)
+        cb()
+      },
+      greetingDelay: 0,
+    } as SMTPServerOptions)
+    // 409 ids fit in one 4 KiB pool: 500 connections need a refill
+    for (let batch = 0; batch < 10; batch++) {
+      const clients = await Promise.all(Array.from({ length: 50 }, () => Client.connect(port)))
+      for (const c of clients) c.socket.destroy()
+    }
+    expect(ids).toHaveLength(500)
+    for (const id of ids) expect(id).toMatch(/^[0-9a-v]{16}$/)
+    expect(new Set(ids).size).toBe(500)
+    // the installed package uses the pool (not one crypto call per connection)
+    const pkgDir = dirname(require.resolve("smtp-server/package.json"))
+    for (const flavour of ["esm", "cjs"]) {
+      const code = readFileSync(join(pkgDir, "dist", flavour, "smtp-server.js"), "utf8")
+      expect(code).toContain("id: newSessionId()")
+    }
   })
 })

@@ -30,7 +30,6 @@ export const posternConfig = (port: number, sinkPort: number, mode: MtaMode, dat
   logLevel: "warn",
   dataDir,
   hostname: "postern.bench.test",
-  ...(process.env["POSTERN_BENCH_CONFIG"] ? JSON.parse(process.env["POSTERN_BENCH_CONFIG"]) : {}),
 })
 
 export const newRunDir = (label: string): string => {

@@ -8,6 +8,7 @@ import { pino } from "pino"
 import { decodeConfig } from "../../src/config/index.js"
 import type { PosternConfig } from "../../src/config/types.js"
 import { startSystem, type RunningSystem } from "../../src/actors/system.js"
+import type { GroupCommitOptions } from "../../src/store/group-commit.js"
 import type { DurableSync } from "../../src/store/wal-sync.js"
 import { Clock } from "../../src/runtime/clock.js"
 import { makeLogger, silentLogger, type Logger } from "../../src/runtime/log.js"
@@ -42,6 +43,8 @@ export async function startPostern(
     log?: Logger
     /** Wraps the queue's durability sync (the WAL's fsync), e.g. to hold it back and watch who waits. */
     durable?: (sync: DurableSync) => DurableSync
+    /** Group-commit timing other than the production defaults (e.g. a long window, to watch who waits). */
+    groupCommit?: GroupCommitOptions
   } = {},
 ): Promise<TestPostern> {
   const dataDir = opts.dataDir ?? tempDir()
@@ -74,6 +77,7 @@ export async function startPostern(
     }),
     ...(opts.deliveryFault !== undefined ? { deliveryFault: opts.deliveryFault } : {}),
     ...(opts.faultHooks !== undefined ? { faultHooks: opts.faultHooks } : {}),
+    ...(opts.groupCommit !== undefined ? { groupCommit: opts.groupCommit } : {}),
   })
   return {
     port: system.listening[0]!.port,

@@ -79,7 +79,7 @@ export class PosternProcess implements RunningMta {
     const configFile = join(runDir, "postern.yaml")
     writeFileSync(configFile, `${JSON.stringify(posternConfig(port, opts.sinkPort, opts.mode, dataDir), null, 2)}\n`)
     // As every launcher runs it (package.json's start, the bin's shebang, deploy/postern.service).
-    const nodeArgs: Array<string> = ["--max-semi-space-size=64"]
+    const nodeArgs: Array<string> = ["--max-semi-space-size=32"]
     if (opts.cpuProfDir !== undefined) {
       mkdirSync(opts.cpuProfDir, { recursive: true })
       nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`)

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=64
+#!/usr/bin/env -S node --max-semi-space-size=32
 // The `postern` command: start, queue list|flush, check-config, simulate. Data goes to stdout, diagnostics to stderr;
 // a bad config or a locked data folder exits non-zero with a message that says what to fix.
 import { existsSync } from "node:fs"

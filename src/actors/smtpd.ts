@@ -4,6 +4,7 @@
 // recipients is on disk; a store failure becomes 451/452 so the client retries and nothing is lost. A
 // session actor that fails is not restarted (system.ts): its client hears 421 4.3.0 at its next command
 // and is disconnected; the listener and every other session go on.
+import type { AddressInfo, Server as NetServer } from "node:net"
 import type { Readable } from "node:stream"
 import { SMTPServer, type SMTPServerSession, type SMTPServerAddress } from "smtp-server"
 import { createActor, type ActorRefFrom } from "xstate"
@@ -17,6 +18,7 @@ import type { GroupCommitter } from "../store/group-commit.js"
 import { commitMessage } from "../store/queue-store.js"
 import type { ActiveMessage, MailParams, RcptParams } from "../store/types.js"
 import type { ResolverShape } from "../transport/dns.js"
+import { addAcceptHandles, type AcceptHandles } from "../smtpd/accept-handles.js"
 import { MessageIntake } from "../smtpd/intake.js"
 import { checkRecipient, isInNetworks, parseNetworks } from "../smtpd/relay-policy.js"
 import { replyForStoreFailure, SmtpReply } from "../smtpd/replies.js"
@@ -50,10 +52,17 @@ const paramsOf = (args: unknown): Record<string, string | true> => {
 
 type SessionActor = ActorRefFrom<typeof sessionMachine>
 
+/**
+ * Accept handles per listener beyond its own: up to this many more new clients taken per turn of the
+ * event loop (see accept-handles.ts).
+ */
+export const EXTRA_ACCEPT_HANDLES = 3
+
 const isLoopback = (ip: string): boolean => ip.startsWith("127.") || ip === "::1" || ip.startsWith("::ffff:127.")
 
 export class Smtpd {
   private readonly servers: Array<SMTPServer> = []
+  private readonly acceptHandles: Array<AcceptHandles> = []
   private readonly sessions = new Map<string, SessionActor>()
   /** The queue id of the message a session is receiving, while it receives it. */
   private readonly receiving = new Map<string, string>()
@@ -84,15 +93,28 @@ export class Smtpd {
         })
       })
       server.on("error", (err) => this.deps.log.error({ actor: "smtpd", err }, "listener error"))
-      const addr = (server as unknown as { server: { address(): { port: number } } }).server.address()
+      const listener = (server as unknown as { server: NetServer }).server
+      const addr = listener.address() as AddressInfo
       bound.push({ host: l.host, port: addr.port })
       this.servers.push(server)
+      // Connections from the extra handles go where the listener's own go: smtp-server's handler.
+      const extra = await addAcceptHandles(
+        listener,
+        EXTRA_ACCEPT_HANDLES,
+        (socket) => listener.emit("connection", socket),
+        (err) => this.deps.log.warn({ actor: "smtpd", err }, "extra accept handle"),
+      )
+      this.acceptHandles.push(extra)
+      if (extra.count < EXTRA_ACCEPT_HANDLES) {
+        this.deps.log.warn({ actor: "smtpd", listener: `${l.host}:${addr.port}`, extraAcceptHandles: extra.count }, "fewer accept handles than planned: new clients may wait longer under load")
+      }
     }
     return bound
   }
 
   /** Stops accepting connections; open sessions finish (smtp-server closes them after its timeout). */
   async close(): Promise<void> {
+    for (const h of this.acceptHandles.splice(0)) h.close()
     await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))))
     this.servers.length = 0
   }

@@ -49,11 +49,12 @@ export interface DeliveryAgentDeps {
 }
 
 /** The same verdict for every recipient of a request (a local decision, a cancellation, a failure). */
-export const outcomeForAll = (request: DeliveryRequest, v: RecipientVerdict, siteFailure = false): DeliveryOutput => ({
-  verdicts: Object.fromEntries(request.recipients.map((r) => [r.address, v])),
-  siteFailure,
-  relay: null,
-})
+export const outcomeForAll = (request: DeliveryRequest, v: RecipientVerdict, siteFailure = false): DeliveryOutput => {
+  // A plain loop: Object.fromEntries over a mapped array costs several times more, once per deferral.
+  const verdicts: Record<string, RecipientVerdict> = {}
+  for (const r of request.recipients) verdicts[r.address] = v
+  return { verdicts, siteFailure, relay: null }
+}
 
 /** Every recipient deferred with this status: nothing was said to a remote server. */
 export const deferredForAll = (request: DeliveryRequest, dsn: string, reply: string, siteFailure = false): DeliveryOutput =>

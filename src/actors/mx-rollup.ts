@@ -6,6 +6,7 @@
 import type { PosternConfig } from "../config/types.js"
 import type { ClockShape } from "../runtime/clock.js"
 import { DnsLookupError, type ResolverShape } from "../transport/dns.js"
+import type { Nexthop } from "../transport/nexthop.js"
 import type { Route } from "../transport/route.js"
 import { rollableNexthop, rollUp } from "../transport/sites.js"
 
@@ -19,6 +20,8 @@ interface Answer {
   /** The MX host names (lowercase); null when the domain is queued on its own (the lookup failed, null MX). */
   readonly hosts: ReadonlyArray<string> | null
   readonly until: number
+  /** Routes rolled up by this answer under one config, by route key (the same every time until either changes). */
+  rolled?: { readonly config: PosternConfig; readonly byKey: Map<string, Route> }
 }
 
 export class MxRollup {
@@ -32,10 +35,20 @@ export class MxRollup {
     const hop = rollableNexthop(config, route)
     if (hop === undefined) return route
     const cached = this.answers.get(hop.host)
-    if (cached !== undefined && cached.until > this.deps.clock.now()) {
-      return cached.hosts === null ? route : rollUp(config, route, hop, cached.hosts)
+    if (cached !== undefined && cached.until > this.deps.clock.now()) return this.rolledBy(cached, config, route, hop)
+    return this.lookup(hop.host).then((a) => this.rolledBy(a, config, route, hop))
+  }
+
+  /** The route rolled up by an answer: worked out once per answer, config and route key. */
+  private rolledBy(answer: Answer, config: PosternConfig, route: Route, hop: Nexthop): Route {
+    if (answer.hosts === null) return route
+    if (answer.rolled?.config !== config) answer.rolled = { config, byKey: new Map() }
+    let rolled = answer.rolled.byKey.get(route.key)
+    if (rolled === undefined) {
+      rolled = rollUp(config, route, hop, answer.hosts)
+      answer.rolled.byKey.set(route.key, rolled)
     }
-    return this.lookup(hop.host).then((a) => (a.hosts === null ? route : rollUp(config, route, hop, a.hosts)))
+    return rolled
   }
 
   /** The queue key the route has now, when known without a lookup (postern queue flush --destination). */

@@ -24,6 +24,7 @@ import { resolveRoute, type Route } from "../transport/route.js"
 import type { ResolverShape } from "../transport/dns.js"
 import type { RecipientVerdict } from "../transport/smtp-outcome.js"
 import { makeBounce, type Failed } from "./bounce.js"
+import { CheckedBodies } from "./checked-bodies.js"
 import { readableFromChunks, type DeliveryRequest } from "./delivery.js"
 import { DestinationQueue, type DestinationStatus } from "./destination.js"
 import { logActorFailure } from "./failure-log.js"
@@ -95,6 +96,7 @@ export class QueueManager {
   private readonly logsInfo: boolean
   private readonly messageLogic: typeof messageMachine
   private readonly rollup: MxRollup
+  private readonly checkedBodies = new CheckedBodies()
 
   constructor(private readonly deps: QmgrDeps) {
     this.logsInfo = deps.log.isLevelEnabled("info")
@@ -397,9 +399,10 @@ export class QueueManager {
   // ------------------------------------------------------------------------------ routing, dispatch
 
   private dispatch(entry: ActiveEntry, config: PosternConfig): void {
-    if (entry.message.body === null) {
+    if (entry.message.body === null && !this.checkedBodies.has(entry.message.id)) {
       const damage = q.bodyDamage(this.deps.db, entry.message.id)
       if (damage !== null) return this.quarantine(entry, damage)
+      this.checkedBodies.add(entry.message.id)
     }
     this.route(entry, entry.message.recipients, config)
   }

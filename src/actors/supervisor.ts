@@ -18,32 +18,40 @@ export interface SupervisedChild {
 }
 
 export const supervise = (child: SupervisedChild, clock: ClockShape, log: Logger): { readonly restarts: () => number } => {
-  const actor = createActor(supervisorMachine, { clock, input: { child: child.id, policy: child.policy } })
+  // The supervisor machine is started at the child's first failure: until then it would sit in `running`
+  // with no failures, and most children never fail (a destination queue is made for every idle nexthop
+  // that gets mail again, thousands of times a day).
+  let supervisor: ReturnType<typeof startSupervisor> | null = null
   let lastError: unknown = null
   let generation = 0
   const fail = (gen: number) => (error: unknown, held?: { readonly queue_ids?: ReadonlyArray<string> }) => {
     if (gen !== generation) return // a failure report from a child that was already replaced
     lastError = error
     generation++
-    const { restarts, failures } = actor.getSnapshot().context
+    supervisor ??= startSupervisor()
+    const { restarts, failures } = supervisor.getSnapshot().context
     const now = clock.now()
     const next = isWithinIntensity(child.policy, failures, now)
       ? `restarting in ${restartBackoff(child.policy, failures.filter((t) => now - t < child.policy.withinMs).length + 1)} ms`
       : `restart intensity exceeded (${child.policy.maxRestarts} in ${child.policy.withinMs / 1000}s); escalating to ${child.parent}`
     logActorFailure(log, { actor: child.id, parent: child.parent, queueIds: held?.queue_ids ?? [], restarts, err: error }, next)
-    actor.send({ type: "child.failed", now })
+    supervisor.send({ type: "child.failed", now })
   }
-  let previous: unknown = "running"
-  actor.subscribe({
-    next: (s) => {
-      const was = previous
-      previous = s.value
-      if (s.value === "running" && was === "restarting") child.start(fail(generation))
-    },
-    complete: () => child.escalate(lastError),
-    error: (err) => child.escalate(err),
-  })
-  actor.start()
+  const startSupervisor = () => {
+    const actor = createActor(supervisorMachine, { clock, input: { child: child.id, policy: child.policy } })
+    let previous: unknown = "running"
+    actor.subscribe({
+      next: (s) => {
+        const was = previous
+        previous = s.value
+        if (s.value === "running" && was === "restarting") child.start(fail(generation))
+      },
+      complete: () => child.escalate(lastError),
+      error: (err) => child.escalate(err),
+    })
+    actor.start()
+    return actor
+  }
   child.start(fail(generation))
-  return { restarts: () => actor.getSnapshot().context.restarts }
+  return { restarts: () => supervisor?.getSnapshot().context.restarts ?? 0 }
 }

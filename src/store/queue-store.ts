@@ -18,6 +18,9 @@ export const BODY_CHUNK_BYTES = 64 * 1024
 type Statements = ReturnType<typeof prepare>
 const cache = new WeakMap<Database.Database, Statements>()
 
+// A bare `LIMIT ?` makes SQLite (3.47+) re-prepare the statement every time the limit is bound, which
+// costs more than running it; `LIMIT +?` is the same limit, read at run time, with no re-prepare.
+
 const prepare = (db: Database.Database) => ({
   insertMessage: db.prepare(
     `INSERT INTO messages (queue_id, state, arrival_time, sender, size, body_chunks, mail_params, client)
@@ -33,7 +36,7 @@ const prepare = (db: Database.Database) => ({
   chunkCount: db.prepare(`SELECT count(*) AS n, coalesce(sum(length(data)), 0) AS bytes FROM bodies WHERE message_id = ?`),
   dueRecipients: db.prepare(
     `SELECT id, message_id AS messageId FROM recipients
-      WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`,
+      WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT +?`,
   ),
   nextDue: db.prepare(`SELECT min(next_attempt_at) AS at FROM recipients WHERE state = 'pending'`),
   messageById: db.prepare(
@@ -42,11 +45,11 @@ const prepare = (db: Database.Database) => ({
   ),
   pendingOfMessage: db.prepare(
     `SELECT id, address, rcpt_params AS params, attempts FROM recipients
-      WHERE message_id = ? AND state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?`,
+      WHERE message_id = ? AND state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT +?`,
   ),
   activeOfMessageAfter: db.prepare(
     `SELECT id, address, rcpt_params AS params, attempts FROM recipients
-      WHERE message_id = ? AND state = 'active' AND id > ? ORDER BY id LIMIT ?`,
+      WHERE message_id = ? AND state = 'active' AND id > ? ORDER BY id LIMIT +?`,
   ),
   activate: db.prepare(`UPDATE recipients SET state = 'active', lease_until = ? WHERE id = ?`),
   activateDueOfMessage: db.prepare(
@@ -69,7 +72,7 @@ const prepare = (db: Database.Database) => ({
   deleteBody: db.prepare(`DELETE FROM bodies WHERE message_id = ?`),
   insertAttempt: db.prepare(
     `INSERT INTO attempts (at, queue_id, recipient, attempt, destination, relay, outcome, dsn, reply, duration_ms)
-     VALUES (@at, @queueId, @recipient, @attempt, @destination, @relay, @outcome, @dsn, @reply, @durationMs)`,
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   ),
 })
 
@@ -214,7 +217,8 @@ export const rescheduleRecipient = (db: Database.Database, recipientId: number, 
 }
 
 export const appendAttempt = (db: Database.Database, a: AttemptRecord): void => {
-  stmts(db).insertAttempt.run({ ...a })
+  // Positional parameters: binding by name costs a property lookup per column, once per attempt.
+  stmts(db).insertAttempt.run(a.at, a.queueId, a.recipient, a.attempt, a.destination, a.relay, a.outcome, a.dsn, a.reply, a.durationMs)
 }
 
 /** Deletes a message and its body once no recipient is left. Returns true when it was deleted. */

@@ -9,7 +9,7 @@ import { GroupCommitter } from "../../../src/store/group-commit.js"
 import { DataDirLockedError, openQueueForReading, openQueueForWriting, openQueueInMemory } from "../../../src/store/open.js"
 import * as q from "../../../src/store/queue-store.js"
 import { canonicalDump, recover } from "../../../src/store/recovery.js"
-import { migrations } from "../../../src/store/schema.js"
+import { migrate, migrations } from "../../../src/store/schema.js"
 import { StoreError } from "../../../src/store/errors.js"
 import { replyForStoreFailure, SmtpReply } from "../../../src/smtpd/replies.js"
 import type { NewMessage } from "../../../src/store/types.js"
@@ -198,5 +198,31 @@ describe("recovery", () => {
     expect(dumps[0]).toBe(dumps[1])
     expect(dumps[0]).toContain('"queue_id":"ACTIVE"')
     expect(dumps[0]).not.toContain("INCOMING")
+  })
+})
+
+describe("migration 3: bodies as a rowid table", () => {
+  test("a queue made before it keeps every body chunk, in order, and seeks bodies by the primary-key index", () => {
+    const db = new Database(":memory:")
+    // The schema as it stood at version 2, with a body in it.
+    db.exec("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL)")
+    for (const m of migrations.slice(0, 2)) {
+      db.exec(m.sql)
+      db.prepare("INSERT INTO schema_migrations (version, description) VALUES (?, ?)").run(m.version, m.description)
+    }
+    const insert = db.prepare("INSERT INTO bodies (message_id, seq, data) VALUES (?, ?, ?)")
+    insert.run(7, 1, Buffer.alloc(5000, 0x62))
+    insert.run(7, 0, Buffer.alloc(70_000, 0x61))
+    insert.run(8, 0, Buffer.from("short"))
+    expect(migrate(db)).toBe(migrations.length)
+    const rows = db.prepare("SELECT message_id AS m, seq, length(data) AS len, substr(data, 1, 1) AS first FROM bodies ORDER BY message_id, seq").all()
+    expect(rows).toEqual([
+      { m: 7, seq: 0, len: 70_000, first: Buffer.from("a") },
+      { m: 7, seq: 1, len: 5000, first: Buffer.from("b") },
+      { m: 8, seq: 0, len: 5, first: Buffer.from("s") },
+    ])
+    const plan = db.prepare("EXPLAIN QUERY PLAN SELECT data FROM bodies WHERE message_id = ? AND seq = ?").all(7, 0) as Array<{ detail: string }>
+    expect(plan.map((p) => p.detail).join("\n")).toMatch(/USING INDEX sqlite_autoindex_bodies/)
+    expect(() => insert.run(8, 0, Buffer.from("again"))).toThrow(/UNIQUE/)
   })
 })

@@ -56,7 +56,7 @@ type SessionActor = ActorRefFrom<typeof sessionMachine>
  * Accept handles per listener beyond its own: up to this many more new clients taken per turn of the
  * event loop (see accept-handles.ts).
  */
-export const EXTRA_ACCEPT_HANDLES = 3
+const EXTRA_ACCEPT_HANDLES = 3
 
 const isLoopback = (ip: string): boolean => ip.startsWith("127.") || ip === "::1" || ip.startsWith("::ffff:127.")
 

@@ -1,21 +1,13 @@
 // 250 only after the commit is on disk: the queue commits with synchronous=NORMAL and the WAL is fsynced
 // off the event loop (src/store/wal-sync.ts). Here that fsync is held back: the client must not get its 250
 // until it has completed, and while it waits the server goes on serving other clients.
-import { afterEach, describe, expect, test } from "vitest"
-import type { DurableSync } from "../../src/store/wal-sync.js"
-import { inject, makeMessage } from "../support/inject.js"
-import { startPostern, type TestPostern } from "../support/postern.js"
-import { startReceiver, type Receiver } from "../support/receiver.js"
 import { Socket } from "node:net"
+import { describe, expect, test } from "vitest"
+import type { DurableSync } from "../../src/store/wal-sync.js"
+import { withCleanup } from "../support/cleanup.js"
+import { inject, makeMessage } from "../support/inject.js"
 
-let postern: TestPostern | undefined
-let receiver: Receiver | undefined
-afterEach(async () => {
-  await postern?.close()
-  await receiver?.close()
-  postern = undefined
-  receiver = undefined
-})
+const { receiverWith, posternWith } = withCleanup()
 
 const greeting = (port: number): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -31,7 +23,7 @@ const greeting = (port: number): Promise<number> =>
 
 describe("durability", () => {
   test("the 250 waits for the WAL's fsync; the server stays responsive meanwhile", async () => {
-    receiver = await startReceiver()
+    const receiver = await receiverWith()
     let held = true
     let release!: () => void
     const gate = new Promise<void>((r) => (release = r))
@@ -41,7 +33,7 @@ describe("durability", () => {
         realSyncs++
         return held ? gate : undefined
       })
-    postern = await startPostern({ transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` } }, { durable: wrap })
+    const postern = await posternWith({ transports: { "*": `smtp:[127.0.0.1]:${receiver.port}` } }, { durable: wrap })
 
     let answeredAt = 0
     const sent = inject(postern.port, { from: "s@s.test", to: ["r@d.test"], body: makeMessage({ from: "s@s.test", to: "r@d.test" }) }).then((r) => {

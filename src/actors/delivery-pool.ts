@@ -12,6 +12,7 @@ import type { Logger } from "../runtime/log.js"
 import type { DnsTable } from "../transport/dns.js"
 import { deferredForAll, localOutcome, type DeliveryRequest } from "./delivery.js"
 import { supervise } from "./supervisor.js"
+import { Outbox } from "./thread-outbox.js"
 
 /** Hosts with fewer CPUs than this run the delivery agents on the main thread when deliveryThread is auto. */
 export const WORKER_MIN_CPUS = 2
@@ -64,6 +65,8 @@ const workerEntry = (): { url: URL; entry: string | undefined } =>
 
 export class DeliveryPool {
   private worker: Worker | null = null
+  /** Requests for the current thread, sent once per turn (a restarted thread gets a new outbox). */
+  private outbox: Outbox<PoolRequest> | null = null
   private readonly pending = new Map<string, Pending>()
   private stopping = false
   private readyWaiters: Array<() => void> = []
@@ -86,8 +89,8 @@ export class DeliveryPool {
   deliver(request: DeliveryRequest): Promise<DeliveryOutput> {
     const local = localOutcome(request)
     if (local !== null) return Promise.resolve(local) // discard and error need no thread
-    const worker = this.worker
-    if (worker === null || this.stopping) {
+    const outbox = this.outbox
+    if (this.worker === null || outbox === null || this.stopping) {
       return Promise.resolve(deferredForAll(request, "4.3.0", "delivery agents are restarting"))
     }
     let body: Buffer
@@ -99,8 +102,10 @@ export class DeliveryPool {
     }
     return new Promise((resolve) => {
       this.pending.set(request.id, { request, resolve })
-      const { body: _drop, ...wire } = request
-      worker.postMessage({ t: "deliver", request: wire, body } satisfies PoolRequest)
+      // The thread needs the envelope and this request's recipients: not the whole message's recipient
+      // list (a large list would be copied again for every request of it) nor a second copy of the body.
+      const wire: WireRequest = { id: request.id, route: request.route, recipients: request.recipients, message: { ...request.message, recipients: [], body: null } }
+      outbox.post({ t: "deliver", request: wire, body })
     })
   }
 
@@ -109,7 +114,7 @@ export class DeliveryPool {
     const p = this.pending.get(id)
     if (p === undefined) return
     this.pending.delete(id)
-    this.worker?.postMessage({ t: "cancel", id, reason } satisfies PoolRequest)
+    this.outbox?.post({ t: "cancel", id, reason })
     p.resolve(deferredForAll(p.request, "4.4.7", reason))
   }
 
@@ -134,6 +139,7 @@ export class DeliveryPool {
     this.stopping = true
     const w = this.worker
     this.worker = null
+    this.outbox = null
     this.pending.clear()
     if (w !== null) await w.terminate()
   }
@@ -143,21 +149,13 @@ export class DeliveryPool {
     const worker = new Worker(url, {
       workerData: { config: this.deps.config(), seed: this.deps.seed, dnsTable: this.deps.dnsTable, entry },
     })
-    worker.on("message", (m: PoolReply) => {
-      if (m.t === "ready") {
-        this.isReady = true
-        for (const w of this.readyWaiters.splice(0)) w()
-        return
-      }
-      if (m.t !== "done") return
-      const p = this.pending.get(m.id)
-      if (p === undefined) return // cancelled: a late answer is discarded
-      this.pending.delete(m.id)
-      p.resolve(m.output)
+    worker.on("message", (batch: ReadonlyArray<PoolReply>) => {
+      for (const m of batch) this.answer(m)
     })
     const died = (error: unknown) => {
       if (this.worker !== worker) return
       this.worker = null
+      this.outbox = null
       const lost = [...this.pending.values()]
       this.pending.clear()
       for (const p of lost) p.resolve(deferredForAll(p.request, "4.3.0", "delivery agent failure", true))
@@ -167,5 +165,19 @@ export class DeliveryPool {
     worker.on("exit", (code) => died(new Error(`delivery thread exited with code ${code}`)))
     worker.unref()
     this.worker = worker
+    this.outbox = new Outbox((batch) => worker.postMessage(batch))
+  }
+
+  private answer(m: PoolReply): void {
+    if (m.t === "ready") {
+      this.isReady = true
+      for (const w of this.readyWaiters.splice(0)) w()
+      return
+    }
+    if (m.t !== "done") return
+    const p = this.pending.get(m.id)
+    if (p === undefined) return // cancelled: a late answer is discarded
+    this.pending.delete(m.id)
+    p.resolve(m.output)
   }
 }

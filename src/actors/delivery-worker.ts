@@ -9,6 +9,7 @@ import { seededRng } from "../runtime/rng.js"
 import { systemResolver, tableResolver, type DnsTable } from "../transport/dns.js"
 import { DeliveryAgent } from "./delivery.js"
 import type { PoolReply, PoolRequest } from "./delivery-pool.js"
+import { Outbox } from "./thread-outbox.js"
 
 interface WorkerInit {
   readonly config: PosternConfig
@@ -28,10 +29,15 @@ const agent = new DeliveryAgent({
   log: makeLogger(config.logLevel, 1),
 })
 
-const reply = (r: PoolReply) => port.postMessage(r)
+const outbox = new Outbox<PoolReply>((batch) => port.postMessage(batch))
+const reply = (r: PoolReply) => outbox.post(r)
 reply({ t: "ready" })
 
-port.on("message", (m: PoolRequest) => {
+port.on("message", (batch: ReadonlyArray<PoolRequest>) => {
+  for (const m of batch) handle(m)
+})
+
+const handle = (m: PoolRequest): void => {
   switch (m.t) {
     case "deliver": {
       const body = Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength)
@@ -51,4 +57,4 @@ port.on("message", (m: PoolRequest) => {
       reply({ t: "aborted" })
       return
   }
-})
+}

@@ -1,8 +1,8 @@
 // Pins the local smtp-server patch (patches/smtp-server+3.21.6.patch: the greetingDelay
 // option, enhanced status codes supplied by the application not being doubled, session ids
-// from a pool of random bytes) and the smtp-server behaviours Postern's SMTP listener relies on: DATA
-// termination (SMTP smuggling), dot-unstuffing, size overrun, EHLO capabilities,
-// MAIL/RCPT parameters and reply codes. Everything runs over real sockets on 127.0.0.1.
+// from a pool of random bytes, the socket closed once the 221 to QUIT is sent) and the
+// smtp-server behaviours Postern's SMTP listener relies on: DATA termination (SMTP smuggling),
+// dot-unstuffing, size overrun, EHLO capabilities, MAIL/RCPT parameters and reply codes. Everything runs over real sockets on 127.0.0.1.
 import { existsSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import net from "node:net"
@@ -690,5 +690,32 @@ describe("smtp-server patch: session ids from a pool of random bytes", () => {
       const code = readFileSync(join(pkgDir, "dist", flavour, "smtp-server.js"), "utf8")
       expect(code).toContain("id: newSessionId()")
     }
+  })
+})
+
+describe("smtp-server patch: the connection is closed once the 221 to QUIT is sent", () => {
+  it("closes its socket after 221 and FIN, without waiting for the client to close its side", async () => {
+    const port = await startServer({ greetingDelay: 0 } as SMTPServerOptions)
+    // A client that keeps its own side open after the server's FIN (as a slow or careless one might)
+    const socket = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true })
+    clients.add(socket)
+    let received = ""
+    socket.setEncoding("latin1")
+    socket.on("data", (d: string) => (received += d))
+    socket.on("error", () => undefined)
+    const ended = new Promise<void>((resolve) => socket.once("end", () => resolve()))
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+    await new Promise<void>((resolve) => socket.once("connect", () => resolve()))
+    while (!received.startsWith("220 ")) await new Promise((r) => setTimeout(r, 5))
+    socket.write("EHLO client.test\r\nQUIT\r\n")
+    await ended
+    expect(received).toMatch(/\r\n221 [^\r]*Bye\r\n$/)
+    // The server's descriptor is gone: what the client still sends is refused at once (a reset), where
+    // a socket still open on the server's side would silently take it for seconds (HALF_CLOSE_TIMEOUT).
+    const start = performance.now()
+    socket.write("NOOP\r\n")
+    setTimeout(() => socket.write("NOOP\r\n"), 50)
+    await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error("still open after 2 s")), 2000))])
+    expect(performance.now() - start).toBeLessThan(2000)
   })
 })

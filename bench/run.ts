@@ -39,7 +39,9 @@ options:
   --rate R          latency: offer R msg/s to every MTA instead of 50% of its accept rate
   --seed N          backlog/recovery: messages seeded into the queue (default 100000 / 1000000)
   --seed-size B     backlog/recovery: body size of a seeded message in bytes (default 1024)
-  --cpu-prof DIR    write a V8 CPU profile of every Postern run into DIR (node --cpu-prof)`
+  --cpu-prof DIR    write a V8 CPU profile of every Postern run into DIR (node --cpu-prof)
+  --warmup N        messages through each freshly started MTA before its measured run (default 10% of the
+                    run, at most 2000; 0 for none): every MTA is measured warm`
 
 const positiveInt = (name: string, v: string | undefined, dflt: number | null): number | null => {
   if (v === undefined) return dflt
@@ -62,6 +64,7 @@ const parse = (argv: ReadonlyArray<string>): { scenarios: Array<Scenario>; opts:
       seed: { type: "string" },
       "seed-size": { type: "string" },
       "cpu-prof": { type: "string" },
+      warmup: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   })
@@ -90,6 +93,7 @@ const parse = (argv: ReadonlyArray<string>): { scenarios: Array<Scenario>; opts:
       seed: positiveInt("seed", values.seed, null),
       seedSize: positiveInt("seed-size", values["seed-size"], 1024)!,
       cpuProfDir: values["cpu-prof"] ?? null,
+      warmup: values.warmup === undefined ? null : values.warmup === "0" ? 0 : positiveInt("warmup", values.warmup, null),
     },
   }
 }

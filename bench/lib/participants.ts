@@ -1,6 +1,6 @@
 // The participants of the throughput scenarios: an MTA relaying to a fresh sink (e2e.sh-style), an MTA
 // accepting into its discard (blast.sh-style), and the protocol ceiling (smtp-source straight into a sink).
-import { acceptRun, e2eRun, type RunResult } from "./measure.js"
+import { acceptRun, e2eRun, warmUp, warmupCount, type RunResult } from "./measure.js"
 import type { MtaName } from "./mta.js"
 import type { Participant } from "./rounds.js"
 import { Sink } from "./sink.js"
@@ -18,6 +18,8 @@ export interface RelayShape {
   readonly size: number
   readonly budgetMs: number
   readonly cpuProfDir: string | null
+  /** Messages sent through each MTA before its measured run (null: warmupCount's default). */
+  readonly warmup: number | null
 }
 
 /** MTA → fresh smtp-sink; end to end until the sink counted every message. */
@@ -39,7 +41,9 @@ export const relayParticipant = (
         ...(shape.cpuProfDir === null ? {} : { cpuProfDir: shape.cpuProfDir }),
       })
       try {
-        return await e2eRun(key, round, { port: mta.port, sessions: shape.sessions, messages, size: shape.size }, sink, shape.budgetMs, mta)
+        const source = { port: mta.port, sessions: shape.sessions, size: shape.size }
+        await warmUp(`${key} round ${round + 1}`, { ...source, messages: warmupCount(shape.warmup, messages) }, sink, shape.budgetMs)
+        return await e2eRun(key, round, { ...source, messages }, sink, shape.budgetMs, mta)
       } finally {
         await mta.stop()
       }
@@ -63,7 +67,9 @@ export const acceptParticipant = (name: MtaName, shape: RelayShape): Participant
         ...(shape.cpuProfDir === null ? {} : { cpuProfDir: shape.cpuProfDir }),
       })
       try {
-        return await acceptRun(name, round, { port: mta.port, sessions: shape.sessions, messages, size: shape.size }, shape.budgetMs, mta)
+        const source = { port: mta.port, sessions: shape.sessions, size: shape.size }
+        await warmUp(`${name} round ${round + 1}`, { ...source, messages: warmupCount(shape.warmup, messages) }, null, shape.budgetMs)
+        return await acceptRun(name, round, { ...source, messages }, shape.budgetMs, mta)
       } finally {
         await mta.stop()
       }

@@ -7,6 +7,7 @@ import { fmtInt, fmtNum, progress, warn } from "../lib/log.js"
 import type { MtaName } from "../lib/mta.js"
 import { acceptParticipant, MTA_LABEL } from "../lib/participants.js"
 import { BENCH } from "../lib/paths.js"
+import { warmUp, warmupCount } from "../lib/measure.js"
 import { runCommand } from "../lib/proc.js"
 import { runRounds } from "../lib/rounds.js"
 import { Sink } from "../lib/sink.js"
@@ -32,7 +33,7 @@ const acceptRates = async (ctx: ScenarioContext): Promise<{ rates: Map<MtaName, 
   const missing = opts.mtas.filter((m) => !ctx.acceptRates.has(m))
   if (missing.length === 0) return { rates: ctx.acceptRates, source: "the accept scenario of this run (median)" }
   progress(`latency: no accept rate yet for ${missing.join(", ")}: measuring a quick one (${fmtInt(PROBE_MESSAGES)} messages, 1 run each)`)
-  const shape = { sessions: 20, size: SIZE, budgetMs: opts.budgetMs, cpuProfDir: null }
+  const shape = { sessions: 20, size: SIZE, budgetMs: opts.budgetMs, cpuProfDir: null, warmup: opts.warmup }
   const { summaries } = await runRounds("latency/accept-probe", missing.map((m) => acceptParticipant(m, shape)), 1, PROBE_MESSAGES, opts.budgetMs)
   const rates = new Map(ctx.acceptRates)
   for (const s of summaries) if (s.rate.n > 0) rates.set(s.key as MtaName, s.rate.median)
@@ -92,7 +93,8 @@ export const latencyScenario: Scenario = {
     "a new connection per message, EHLO/MAIL/RCPT/DATA without pipelining; each MTA gets 50% of its own accept " +
     "rate (scenario 3) and relays to a fresh smtp-sink meanwhile (Haraka in queue mode), so the 250 includes the " +
     "MTA's fsync and competes with its deliveries. Percentiles are per run; the table gives their median over the " +
-    "rounds with the min–max.",
+    "rounds with the min–max. Before injecting, each freshly started MTA relays a warm-up from smtp-source (10% of " +
+    "the run's messages, at most 2,000), delivered before the measured part begins.",
   run: async (ctx): Promise<ScenarioOutcome> => {
     const { opts } = ctx
     const { rates, source } = opts.rate === null ? await acceptRates(ctx) : { rates: new Map<MtaName, number>(), source: "--rate" }
@@ -113,6 +115,8 @@ export const latencyScenario: Scenario = {
         try {
           const mta = await startMta(m, { sinkPort: sink.port, mode: "relay" })
           try {
+            const warm = { port: mta.port, sessions: 20, size: SIZE, messages: warmupCount(opts.warmup, count) }
+            await warmUp(`latency: ${m} round ${round + 1}`, warm, sink, opts.budgetMs)
             const cpu0 = mta.cpuMs()
             const result = await runInjector(mta.port, rate, count, count / rate)
             const cpu1 = mta.cpuMs()

@@ -72,11 +72,12 @@ export const relayScenario = (name: string, size: number): Scenario => ({
     `${kib(size)} messages into the MTA on 127.0.0.1, which relays them to a fresh smtp-sink; a run is timed from ` +
     "smtp-source's start until the sink has counted every message. Postern, Postfix and Haraka " +
     "(`HARAKA_MODE=queue NODES=2`: a fsync'd queue file per message) run alternately, the first one changing each " +
-    "round; the protocol ceiling (smtp-source straight into smtp-sink, as blast.sh) runs in the same rounds.",
+    "round; the protocol ceiling (smtp-source straight into smtp-sink, as blast.sh) runs in the same rounds." +
+    " Every MTA is started fresh for each run and first takes a warm-up that is not measured (10% of the run, at most 2,000 messages; `--warmup N` changes it), so all are measured warm.",
   run: async (ctx): Promise<ScenarioOutcome> => {
     const { opts } = ctx
     const messages = opts.messages ?? DEFAULT_MESSAGES
-    const shape = { sessions: SESSIONS, size, budgetMs: opts.budgetMs, cpuProfDir: opts.cpuProfDir }
+    const shape = { sessions: SESSIONS, size, budgetMs: opts.budgetMs, cpuProfDir: opts.cpuProfDir, warmup: opts.warmup }
     const participants = [...opts.mtas.map((m) => relayParticipant(m, shape)), ceilingParticipant(shape)]
     const { results, summaries } = await runRounds(name, participants, opts.rounds, messages, opts.budgetMs)
     const ratios = ratiosOf(summaries)

@@ -19,7 +19,8 @@ export const scalingScenario: Scenario = {
     "What it measures: how end-to-end relay throughput changes with the number of concurrent client sessions and " +
     "the message size. For each of the 9 cells smtp-source (a new connection per message) sends through the MTA to " +
     "a fresh smtp-sink, timed until the sink counted every message; Postern and Postfix alternate in every cell, " +
-    "the first one changing from round to round.",
+    "the first one changing from round to round." +
+    " Every MTA is started fresh for each run and first takes a warm-up that is not measured (10% of the run, at most 2,000 messages; `--warmup N` changes it), so all are measured warm.",
   run: async (ctx): Promise<ScenarioOutcome> => {
     const { opts } = ctx
     const messages = opts.messages ?? DEFAULT_MESSAGES
@@ -27,7 +28,7 @@ export const scalingScenario: Scenario = {
     const cells: Array<{ sessions: number; size: number; summaries: ReadonlyArray<ParticipantSummary>; results: ReadonlyArray<RunResult> }> = []
     for (const sessions of SESSIONS) {
       for (const size of SIZES) {
-        const shape = { sessions, size, budgetMs: opts.budgetMs, cpuProfDir: opts.cpuProfDir }
+        const shape = { sessions, size, budgetMs: opts.budgetMs, cpuProfDir: opts.cpuProfDir, warmup: opts.warmup }
         const label = `scaling ${sessions}s×${size / 1024}KiB`
         const { summaries, results } = await runRounds(label, mtas.map((m) => relayParticipant(m, shape)), opts.rounds, messages, opts.budgetMs)
         cells.push({ sessions, size, summaries, results })

@@ -21,6 +21,8 @@ export interface BenchOptions {
   readonly seedSize: number
   /** Write V8 CPU profiles of every Postern run here (node --cpu-prof). */
   readonly cpuProfDir: string | null
+  /** Messages through each MTA before its measured run (relay, accept, scaling, latency); null = 10%, ≤ 2,000. */
+  readonly warmup: number | null
 }
 
 export interface ScenarioContext {

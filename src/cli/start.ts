@@ -26,7 +26,13 @@ export const startProgram = (hooks: StartTestHooks = {}) => Effect.gen(function*
   const dns = yield* Dns
   const log = yield* Log
   const queue = yield* Effect.acquireRelease(
-    Effect.try({ try: () => openQueueForWriting(config.get().dataDir), catch: (e) => e as Error }),
+    Effect.try({
+      try: () =>
+        openQueueForWriting(config.get().dataDir, {
+          backgroundCheckpoints: { onProblem: (message) => log.warn({ actor: "store" }, message) },
+        }),
+      catch: (e) => e as Error,
+    }),
     (q) => Effect.sync(() => q.close()),
   )
   const system = yield* Effect.acquireRelease(

@@ -5,6 +5,7 @@
 import { mkdirSync, writeFileSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import Database from "better-sqlite3"
+import { BackgroundCheckpointer, BACKSTOP_PAGES } from "./checkpointer.js"
 import { migrate } from "./schema.js"
 import { WalSync, type DurableSync } from "./wal-sync.js"
 
@@ -40,8 +41,16 @@ const tune = (db: Database.Database) => {
   db.pragma("wal_autocheckpoint = 4000")
 }
 
+export interface OpenOptions {
+  /**
+   * WAL checkpoints on a thread of their own instead of inside a commit on the event loop (checkpointer.ts);
+   * `onProblem` hears of a failed one. `postern start` uses it; tools and tests leave it off.
+   */
+  readonly backgroundCheckpoints?: { readonly onProblem?: (message: string) => void }
+}
+
 /** Opens the queue for the one writer: takes the folder's lock, migrates the schema. */
-export const openQueueForWriting = (dataDir: string): OpenedQueue => {
+export const openQueueForWriting = (dataDir: string, options: OpenOptions = {}): OpenedQueue => {
   const dir = resolve(dataDir)
   mkdirSync(dir, { recursive: true })
   const lock = new Database(join(dir, LOCK_DB))
@@ -66,11 +75,18 @@ export const openQueueForWriting = (dataDir: string): OpenedQueue => {
   tune(db)
   migrate(db)
   const wal = new WalSync(join(dir, `${QUEUE_DB}-wal`))
+  let checkpointer: BackgroundCheckpointer | null = null
+  if (options.backgroundCheckpoints !== undefined) {
+    db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`)
+    const onProblem = options.backgroundCheckpoints.onProblem
+    checkpointer = new BackgroundCheckpointer(join(dir, QUEUE_DB), onProblem !== undefined ? { onProblem } : {})
+  }
   return {
     db,
     dataDir: dir,
     sync: wal.sync,
     close: () => {
+      checkpointer?.stop()
       wal.close()
       try {
         db.pragma("wal_checkpoint(TRUNCATE)")

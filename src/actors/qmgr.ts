@@ -11,7 +11,7 @@ import { createActor, type ActorRefFrom } from "xstate"
 import type { PosternConfig } from "../config/types.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { parseFeedback } from "../machines/feedback.js"
-import { messageMachine, type MessageDecision } from "../machines/message.js"
+import { decide, messageMachine, type MessageDecision, type RetryPolicy } from "../machines/message.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { RngShape } from "../runtime/rng.js"
@@ -60,10 +60,17 @@ const DESTINATION_KEEP_MS = 5 * 60_000
 /** Past this many destination queues held, idle ones are dropped at once. */
 const CROWDED_DESTINATIONS = 10_000
 
+/** Recipients of one message for one destination; its route, or its promise while the MX answer is looked up. */
+interface RouteGroup {
+  readonly route: Route | Promise<Route>
+  readonly recipients: ReadonlyArray<QueuedRecipient>
+}
+
 interface ActiveEntry {
   /** The message, with the first batch of its recipients. */
   readonly message: ActiveMessage
-  readonly actor: ActorRefFrom<typeof messageMachine>
+  /** Null for a message settled at once, without an actor (every recipient's destination was suspended). */
+  actor: ActorRefFrom<typeof messageMachine> | null
   /** Recipients read into memory whose outcome is not known yet. */
   readonly byId: Map<number, QueuedRecipient>
   readonly failed: Array<Failed>
@@ -175,26 +182,16 @@ export class QueueManager {
     const size = this.batchSize(config)
     const message = incoming.recipients.length > size ? { ...incoming, recipients: incoming.recipients.slice(0, size) } : incoming
     const moreToRead = moreInStore || message !== incoming
-    const actor = createActor(this.messageLogic, {
-      clock: this.deps.clock,
-      input: {
-        queueId: message.queueId,
-        arrivalTime: message.arrivalTime,
-        nullSender: message.sender === "",
-        recipientIds: message.recipients.map((r) => r.id),
-        moreToRead,
-        policy: {
-          minimalBackoffTime: config.minimalBackoffTime,
-          maximalBackoffTime: config.maximalBackoffTime,
-          backoffJitter: config.backoffJitter,
-          maximalQueueLifetime: config.maximalQueueLifetime,
-          bounceQueueLifetime: config.bounceQueueLifetime,
-        },
-      },
-    })
+    const policy: RetryPolicy = {
+      minimalBackoffTime: config.minimalBackoffTime,
+      maximalBackoffTime: config.maximalBackoffTime,
+      backoffJitter: config.backoffJitter,
+      maximalQueueLifetime: config.maximalQueueLifetime,
+      bounceQueueLifetime: config.bounceQueueLifetime,
+    }
     const entry: ActiveEntry = {
       message,
-      actor,
+      actor: null,
       byId: new Map(message.recipients.map((r) => [r.id, r])),
       failed: [],
       deferred: new Map(),
@@ -205,6 +202,27 @@ export class QueueManager {
     }
     this.hold(message.recipients.length)
     this.active.set(message.id, entry)
+    if (message.body === null && !this.checkedBodies.has(message.id)) {
+      const damage = q.bodyDamage(this.deps.db, message.id)
+      if (damage !== null) return this.quarantine(entry, damage)
+      this.checkedBodies.add(message.id)
+    }
+    const groups = this.routeGroups(message.recipients, config)
+    // Postfix's qmgr_defer_todo: mail for a dead destination is deferred without a delivery agent. When
+    // that is every recipient of the message, its fate is known now: no message actor is needed.
+    if (!moreToRead && this.allSuspended(groups)) return this.deferSuspended(entry, groups, policy, config)
+    const actor = createActor(this.messageLogic, {
+      clock: this.deps.clock,
+      input: {
+        queueId: message.queueId,
+        arrivalTime: message.arrivalTime,
+        nullSender: message.sender === "",
+        recipientIds: message.recipients.map((r) => r.id),
+        moreToRead,
+        policy,
+      },
+    })
+    entry.actor = actor
     actor.subscribe({
       next: (snapshot) => {
         if (snapshot.value === "awaitingBatch" && !entry.reading) {
@@ -243,7 +261,7 @@ export class QueueManager {
       },
     })
     actor.start()
-    this.dispatch(entry, config)
+    this.enqueueGroups(entry, groups, config)
   }
 
   /** The message finished its batch and more of it waits in the store: read the next batch and route it. */
@@ -265,7 +283,7 @@ export class QueueManager {
     for (const r of batch) entry.byId.set(r.id, r)
     this.hold(batch.length)
     if (batch.length > 0) entry.cursor = batch[batch.length - 1]!.id
-    entry.actor.send({
+    entry.actor!.send({
       type: "recipients.read",
       recipientIds: batch.map((r) => r.id),
       last: rows.length <= size,
@@ -273,7 +291,7 @@ export class QueueManager {
       draw: this.deps.rng.next(),
     })
     // The message actor may have failed taking the batch: then its recipients are back in the queue.
-    if (batch.length > 0 && !entry.released) this.route(entry, batch, config)
+    if (batch.length > 0 && !entry.released) this.enqueueGroups(entry, this.routeGroups(batch, config), config)
   }
 
   /**
@@ -398,48 +416,79 @@ export class QueueManager {
 
   // ------------------------------------------------------------------------------ routing, dispatch
 
-  private dispatch(entry: ActiveEntry, config: PosternConfig): void {
-    if (entry.message.body === null && !this.checkedBodies.has(entry.message.id)) {
-      const damage = q.bodyDamage(this.deps.db, entry.message.id)
-      if (damage !== null) return this.quarantine(entry, damage)
-      this.checkedBodies.add(entry.message.id)
-    }
-    this.route(entry, entry.message.recipients, config)
-  }
-
-  /** Groups recipients per destination into delivery requests of at most the recipient limit each. */
-  private route(entry: ActiveEntry, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): void {
+  /**
+   * Groups recipients per destination: each group with its route, or the promise of it while the MX answer
+   * that decides its queue is looked up.
+   */
+  private routeGroups(recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): Array<RouteGroup> {
     const groups = new Map<string, { route: Route; recipients: Array<QueuedRecipient> }>()
     for (const r of recipients) {
       const route = resolveRoute(config, r.address)
-      const g = groups.get(route.key) ?? { route, recipients: [] }
-      g.recipients.push(r)
-      groups.set(route.key, g)
+      const g = groups.get(route.key)
+      if (g === undefined) groups.set(route.key, { route, recipients: [r] })
+      else g.recipients.push(r)
     }
-    for (const { route, recipients } of groups.values()) {
+    const out: Array<RouteGroup> = []
+    for (const { route, recipients } of groups.values()) out.push({ route: this.rollup.route(config, route), recipients })
+    return out
+  }
+
+  /** Hands each group to its destination queue; a group whose MX answer is still looked up follows when it is known. */
+  private enqueueGroups(entry: ActiveEntry, groups: ReadonlyArray<RouteGroup>, config: PosternConfig): void {
+    for (const { route, recipients } of groups) {
       // The MX answer decides the queue; while it is looked up, other mail is routed on.
-      const queued = this.rollup.route(config, route)
-      if (queued instanceof Promise) {
-        void queued.then((r) => {
+      if (route instanceof Promise) {
+        void route.then((r) => {
           if (!this.stopped && this.active.get(entry.message.id) === entry) this.enqueue(entry, r, recipients, config)
         })
       } else {
-        this.enqueue(entry, queued, recipients, config)
+        this.enqueue(entry, route, recipients, config)
       }
     }
   }
 
+  /** Whether every group's destination queue would defer its mail at once (dead, or given up on). */
+  private allSuspended(groups: ReadonlyArray<RouteGroup>): boolean {
+    for (const { route } of groups) {
+      if (route instanceof Promise || this.destinations.get(route.key)?.isSuspended() !== true) return false
+    }
+    return true
+  }
+
+  /**
+   * Every recipient's destination is suspended: each request is deferred by its queue as if it had been
+   * queued there, and the message is decided as its machine decides a message whose last outcome is a
+   * deferral (`decide`), with the same random draws, writes and log lines, in the same order.
+   */
+  private deferSuspended(entry: ActiveEntry, groups: ReadonlyArray<RouteGroup>, policy: RetryPolicy, config: PosternConfig): void {
+    const m = entry.message
+    let last: { now: number; draw: number } | undefined
+    for (const { route, recipients } of groups) {
+      const destination = this.destinations.get((route as Route).key)!
+      for (const request of this.requestsOf(entry, route as Route, recipients, config)) {
+        last = this.onDelivered(request, destination.deferSuspended(request), 0)
+      }
+    }
+    const deferred = [...entry.deferred.keys()]
+    this.settle(entry, decide({ deferred, arrivalTime: m.arrivalTime, nullSender: m.sender === "", policy }, last!.now, last!.draw))
+  }
+
   /** Hands one destination's recipients to its queue, in delivery requests of at most its recipient limit. */
   private enqueue(entry: ActiveEntry, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): void {
+    for (const request of this.requestsOf(entry, route, recipients, config)) this.destinationFor(route, config).enqueue(request)
+  }
+
+  /** One destination's recipients as delivery requests of at most its recipient limit each. */
+  private *requestsOf(entry: ActiveEntry, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): Generator<DeliveryRequest> {
     const limit = route.serviceConfig.destinationRecipientLimit ?? config.defaultDestinationRecipientLimit
     for (let i = 0; i < recipients.length; i += limit) {
-      this.destinationFor(route, config).enqueue({
+      yield {
         id: `${entry.message.queueId}.${++this.requestSeq}`,
         route,
         message: entry.message,
         recipients: recipients.slice(i, i + limit),
         body: () => this.bodyOf(entry.message),
-      })
+      }
     }
   }
 
@@ -487,10 +536,11 @@ export class QueueManager {
 
   // ---------------------------------------------------------------------------------- outcomes
 
-  private onDelivered(request: DeliveryRequest, output: DeliveryOutput, durationMs: number): void {
+  /** Records a request's outcomes and tells the message actor (if it has one); returns when and with what draw. */
+  private onDelivered(request: DeliveryRequest, output: DeliveryOutput, durationMs: number): { now: number; draw: number } | undefined {
     const entry = this.active.get(request.message.id)
     // Gone, or admitted again since this request left (its message actor failed): the result is discarded.
-    if (entry === undefined || entry.message !== request.message) return
+    if (entry === undefined || entry.message !== request.message) return undefined
     const now = this.deps.clock.now()
     const m = request.message
     const attempts: Array<{ r: QueuedRecipient; v: RecipientVerdict; kind: RecipientOutcomeKind }> = []
@@ -555,12 +605,14 @@ export class QueueManager {
       .finally(() => this.pendingCompletions--)
     // The message actor hears at once; if this settles the message, its decision is queued after the
     // outcomes above, so both land in the same transaction, in that order.
-    entry.actor.send({
+    const draw = this.deps.rng.next()
+    entry.actor?.send({
       type: "recipients.reported",
       outcomes: attempts.map((a) => ({ recipientId: a.r.id, outcome: a.kind === "sent" ? "sent" : a.kind === "bounced" ? "bounced" : "deferred" })),
       now,
-      draw: this.deps.rng.next(),
+      draw,
     })
+    return { now, draw }
   }
 
   /** The message actor decided: commit the decision, send any report, leave the window. */
@@ -678,7 +730,7 @@ export class QueueManager {
     const m = entry.message
     this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason }, `${m.queueId}: moved to the corrupt queue: ${reason}`)
     this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, reason), 0)
-    entry.actor.stop()
+    entry.actor?.stop()
     this.forget(entry)
     this.active.delete(m.id)
     if (this.backlogged) void this.scan()
@@ -724,7 +776,7 @@ export class QueueManager {
       })
     }
     this.active.delete(entry.message.id)
-    entry.actor.stop()
+    entry.actor?.stop()
     this.sweepIdleDestinations()
     if (this.backlogged) void this.scan()
     else if (rescheduled) this.rearm()

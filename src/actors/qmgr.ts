@@ -208,9 +208,30 @@ export class QueueManager {
       this.checkedBodies.add(message.id)
     }
     const groups = this.routeGroups(message.recipients, config)
-    // Postfix's qmgr_defer_todo: mail for a dead destination is deferred without a delivery agent. When
-    // that is every recipient of the message, its fate is known now: no message actor is needed.
-    if (!moreToRead && this.allSuspended(groups)) return this.deferSuspended(entry, groups, policy, config)
+    if (!moreToRead) {
+      // Postfix's qmgr_defer_todo: mail for a dead destination is deferred without a delivery agent. When
+      // that is every recipient of the message, its fate is known now: no message actor is needed.
+      if (this.allSuspended(groups)) return this.deferSuspended(entry, groups, policy, config)
+      const only = groups.length === 1 ? groups[0]! : undefined
+      if (only !== undefined && only.route instanceof Promise) {
+        // One destination whose MX answer is being looked up: the same choice once it is known.
+        void only.route.then((route) => {
+          if (this.stopped || this.active.get(message.id) !== entry) return
+          const known = [{ route, recipients: only.recipients }]
+          if (this.allSuspended(known)) return this.deferSuspended(entry, known, policy, config)
+          this.startActor(entry, false, policy, config)
+          this.enqueue(entry, route, only.recipients, config)
+        })
+        return
+      }
+    }
+    this.startActor(entry, moreToRead, policy, config)
+    this.enqueueGroups(entry, groups, config)
+  }
+
+  /** The message's actor: it takes the outcomes of its recipients and decides its fate. */
+  private startActor(entry: ActiveEntry, moreToRead: boolean, policy: RetryPolicy, config: PosternConfig): void {
+    const message = entry.message
     const actor = createActor(this.messageLogic, {
       clock: this.deps.clock,
       input: {
@@ -261,7 +282,6 @@ export class QueueManager {
       },
     })
     actor.start()
-    this.enqueueGroups(entry, groups, config)
   }
 
   /** The message finished its batch and more of it waits in the store: read the next batch and route it. */

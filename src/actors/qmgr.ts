@@ -7,7 +7,6 @@
 // bounces become new messages in the same transaction. Memory is bounded by recipients, not only
 // messages: at most qmgrMessageRecipientLimit recipients are held over all active messages (each may
 // always hold qmgrMessageRecipientMinimum); the rest of a message is read in batches as it goes.
-import { createActor, type ActorRefFrom } from "xstate"
 import type { PosternConfig } from "../config/types.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { parseFeedback } from "../machines/feedback.js"
@@ -28,6 +27,7 @@ import { CheckedBodies } from "./checked-bodies.js"
 import { readableFromChunks, type DeliveryRequest } from "./delivery.js"
 import { DestinationQueue, type DestinationStatus } from "./destination.js"
 import { logActorFailure } from "./failure-log.js"
+import { MessageHost, type HostedMessage } from "./message-host.js"
 import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 import { MxRollup } from "./mx-rollup.js"
 
@@ -69,8 +69,8 @@ interface RouteGroup {
 interface ActiveEntry {
   /** The message, with the first batch of its recipients. */
   readonly message: ActiveMessage
-  /** Null for a message settled at once, without an actor (every recipient's destination was suspended). */
-  actor: ActorRefFrom<typeof messageMachine> | null
+  /** The message's machine; null for a message settled at once (every recipient's destination was suspended). */
+  actor: HostedMessage | null
   /** Recipients read into memory whose outcome is not known yet. */
   readonly byId: Map<number, QueuedRecipient>
   readonly failed: Array<Failed>
@@ -101,13 +101,13 @@ export class QueueManager {
   private peakHeld = 0
 
   private readonly logsInfo: boolean
-  private readonly messageLogic: typeof messageMachine
+  private readonly messages: MessageHost
   private readonly rollup: MxRollup
   private readonly checkedBodies = new CheckedBodies()
 
   constructor(private readonly deps: QmgrDeps) {
     this.logsInfo = deps.log.isLevelEnabled("info")
-    this.messageLogic = withFaultHook(messageMachine, deps.faultHooks?.message)
+    this.messages = new MessageHost(withFaultHook(messageMachine, deps.faultHooks?.message))
     this.rollup = new MxRollup({ dns: deps.dns, clock: deps.clock })
   }
 
@@ -229,34 +229,17 @@ export class QueueManager {
     this.enqueueGroups(entry, groups, config)
   }
 
-  /** The message's actor: it takes the outcomes of its recipients and decides its fate. */
+  /** The message's machine: it takes the outcomes of its recipients and decides its fate. */
   private startActor(entry: ActiveEntry, moreToRead: boolean, policy: RetryPolicy, config: PosternConfig): void {
     const message = entry.message
-    const actor = createActor(this.messageLogic, {
-      clock: this.deps.clock,
-      input: {
-        queueId: message.queueId,
-        arrivalTime: message.arrivalTime,
-        nullSender: message.sender === "",
-        recipientIds: message.recipients.map((r) => r.id),
-        moreToRead,
-        policy,
+    const actor = this.messages.create({
+      awaitingBatch: () => {
+        if (entry.reading) return
+        entry.reading = true
+        queueMicrotask(() => this.readNextBatch(entry))
       },
-    })
-    entry.actor = actor
-    actor.subscribe({
-      next: (snapshot) => {
-        if (snapshot.value === "awaitingBatch" && !entry.reading) {
-          entry.reading = true
-          queueMicrotask(() => this.readNextBatch(entry))
-        }
-      },
-      complete: () => {
-        // A stopped actor (quarantine, shutdown) completes too; only a settled one has a decision.
-        const snapshot = actor.getSnapshot()
-        if (snapshot.status === "done") this.settle(entry, snapshot.output)
-      },
-      error: (err) => {
+      settled: (decision) => this.settle(entry, decision),
+      failed: (err) => {
         // The message actor is temporary (system.ts): it leaves the window at once (results of its
         // deliveries still in flight are discarded: at least once), its recipients go back to the queue,
         // due after the minimal backoff, and it is not restarted.
@@ -281,7 +264,15 @@ export class QueueManager {
         )
       },
     })
-    actor.start()
+    entry.actor = actor
+    actor.begin({
+      queueId: message.queueId,
+      arrivalTime: message.arrivalTime,
+      nullSender: message.sender === "",
+      recipientIds: message.recipients.map((r) => r.id),
+      moreToRead,
+      policy,
+    })
   }
 
   /** The message finished its batch and more of it waits in the store: read the next batch and route it. */

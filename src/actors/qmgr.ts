@@ -687,10 +687,12 @@ export class QueueManager {
             }
           }
         }
+        // A deferred message keeps its deferred recipients: only a finished one can be deleted.
         if (decision.kind === "deferred") {
           for (const id of entry.deferred.keys()) q.rescheduleRecipient(db, id, decision.nextAttemptAt)
+        } else {
+          q.deleteMessageIfDone(db, m.id)
         }
-        q.deleteMessageIfDone(db, m.id)
         return bounce
       })
       .then(

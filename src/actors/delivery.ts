@@ -5,7 +5,6 @@
 // predecessor) retries them later.
 import { isIP } from "node:net"
 import { Readable } from "node:stream"
-import { createActor, type ActorRefFrom } from "xstate"
 import type { PosternConfig, TlsPolicy } from "../config/types.js"
 import { currentTarget, deliveryMachine, type DeliveryEvent, type DeliveryOutput } from "../machines/delivery.js"
 import type { ClockShape } from "../runtime/clock.js"
@@ -23,6 +22,7 @@ import { readCaFile, type TlsInfo } from "../transport/tls-check.js"
 import { expectedNames, formatTlsPolicy, isTlsRequired, tlsPolicyFor } from "../transport/tls-policy.js"
 import { logActorFailure } from "./failure-log.js"
 import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
+import { HostedMachine } from "./hosted-machine.js"
 
 /** One delivery request: recipients of one message for one destination (Postfix's qmgr entry). */
 export interface DeliveryRequest {
@@ -128,7 +128,7 @@ export class DeliveryAgent {
   private readonly tlsPolicies = new Map<string, TlsPolicy>()
   /** The TLS of the last session each delivery spoke over, for its log line. */
   private readonly tlsUsed = new Map<string, TlsInfo | null>()
-  private readonly running = new Set<ActorRefFrom<typeof deliveryMachine>>()
+  private readonly running = new Set<{ stop(): void }>()
   /** How to end each delivery in flight early (lease expiry, shutdown), by request id. */
   private readonly cancellers = new Map<string, (reason: string) => void>()
   private readonly machine
@@ -189,15 +189,6 @@ export class DeliveryAgent {
       const tlsPolicy = tlsPolicyFor(config, request.route.serviceConfig, request.route.nexthop)
       this.tlsPolicies.set(request.id, tlsPolicy)
       const literal = config.smtpFallbackRelay.length > 0 && !isLmtp(request.route) ? null : literalTarget(request.route, config.hostname)
-      const actor = createActor(this.machine, {
-        clock: this.deps.clock,
-        input: {
-          deliveryId: request.id,
-          nexthop: request.route.nexthop,
-          recipients: request.recipients.map((r) => r.address),
-          ...(literal !== null ? { targets: [literal] } : {}),
-        },
-      })
       let finished = false
       const finish = (output: DeliveryOutput) => {
         if (finished) return
@@ -213,20 +204,9 @@ export class DeliveryAgent {
         this.tlsUsed.delete(request.id)
         resolve(tls != null && output.relay !== null ? { ...output, tls: tls.protocol } : output)
       }
-      this.cancellers.set(request.id, (reason) => {
-        // The session may be mid-transaction: it is closed, never reused.
-        this.sessions.get(request.id)?.close()
-        this.sessions.delete(request.id)
-        finish(deferredForAll(request, "4.4.7", reason))
-        actor.stop()
-      })
-      actor.subscribe({
-        complete: () => {
-          // A stopped actor completes too (cancel, shutdown); only a finished one has an output.
-          const snapshot = actor.getSnapshot()
-          if (snapshot.status === "done") finish(snapshot.output)
-        },
-        error: (error) => {
+      const actor: HostedMachine<typeof this.machine> = new HostedMachine(this.machine, {
+        done: (output) => finish(output),
+        failed: (error) => {
           logActorFailure(
             this.deps.log,
             { actor: `delivery/${request.id}`, parent: `destination/${request.route.key}`, queueIds: [request.message.queueId], restarts: 0, err: error },
@@ -239,8 +219,20 @@ export class DeliveryAgent {
           finish(deferredForAll(request, "4.3.0", "delivery agent failure", true))
         },
       })
+      this.cancellers.set(request.id, (reason) => {
+        // The session may be mid-transaction: it is closed, never reused.
+        this.sessions.get(request.id)?.close()
+        this.sessions.delete(request.id)
+        finish(deferredForAll(request, "4.4.7", reason))
+        actor.stop()
+      })
       this.running.add(actor)
-      actor.start()
+      actor.start({
+        deliveryId: request.id,
+        nexthop: request.route.nexthop,
+        recipients: request.recipients.map((r) => r.address),
+        ...(literal !== null ? { targets: [literal] } : {}),
+      })
     })
   }
 

@@ -41,6 +41,9 @@ export type DestinationStatus =
 
 const ESCALATED = "destination actor keeps failing"
 
+/** The reply of a recipient deferred without a delivery (Postfix's retry transport). */
+const suspendedText = (reason: string | null): string => `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
+
 export class DestinationQueue {
   private actor!: ActorRefFrom<typeof destinationMachine>
   private readonly logic: typeof destinationMachine
@@ -91,6 +94,20 @@ export class DestinationQueue {
     this.lastActivity = this.deps.clock.now()
     this.todo.push(request)
     this.pump()
+  }
+
+  /**
+   * Whether a request queued now would be deferred at once, without a delivery: the destination is dead
+   * (or past its restart intensity) and nothing else waits in its to-do list.
+   */
+  isSuspended(): boolean {
+    return this.todo.size === 0 && (this.escalated || this.actor.getSnapshot().value === "dead")
+  }
+
+  /** What enqueue() does with a request while isSuspended(): counts it as activity and defers it. */
+  deferSuspended(request: DeliveryRequest): DeliveryOutput {
+    this.lastActivity = this.deps.clock.now()
+    return deferredForAll(request, "4.4.1", suspendedText(this.escalated ? ESCALATED : this.actor.getSnapshot().context.deadReason))
   }
 
   /** Clears a dead mark (postern queue flush). */
@@ -229,7 +246,7 @@ export class DestinationQueue {
   }
 
   private deferAllQueued(reason: string | null): void {
-    const text = `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
+    const text = suspendedText(reason)
     for (const request of this.todo.drain()) this.deps.done(request, deferredForAll(request, "4.4.1", text), 0)
   }
 }

@@ -7,11 +7,10 @@
 // bounces become new messages in the same transaction. Memory is bounded by recipients, not only
 // messages: at most qmgrMessageRecipientLimit recipients are held over all active messages (each may
 // always hold qmgrMessageRecipientMinimum); the rest of a message is read in batches as it goes.
-import { createActor, type ActorRefFrom } from "xstate"
 import type { PosternConfig } from "../config/types.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { parseFeedback } from "../machines/feedback.js"
-import { messageMachine, type MessageDecision } from "../machines/message.js"
+import { decide, messageMachine, type MessageDecision, type RetryPolicy } from "../machines/message.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { RngShape } from "../runtime/rng.js"
@@ -28,6 +27,7 @@ import { CheckedBodies } from "./checked-bodies.js"
 import { readableFromChunks, type DeliveryRequest } from "./delivery.js"
 import { DestinationQueue, type DestinationStatus } from "./destination.js"
 import { logActorFailure } from "./failure-log.js"
+import { MessageHost, type HostedMessage } from "./message-host.js"
 import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 import { MxRollup } from "./mx-rollup.js"
 
@@ -60,10 +60,17 @@ const DESTINATION_KEEP_MS = 5 * 60_000
 /** Past this many destination queues held, idle ones are dropped at once. */
 const CROWDED_DESTINATIONS = 10_000
 
+/** Recipients of one message for one destination; its route, or its promise while the MX answer is looked up. */
+interface RouteGroup {
+  readonly route: Route | Promise<Route>
+  readonly recipients: ReadonlyArray<QueuedRecipient>
+}
+
 interface ActiveEntry {
   /** The message, with the first batch of its recipients. */
   readonly message: ActiveMessage
-  readonly actor: ActorRefFrom<typeof messageMachine>
+  /** The message's machine; null for a message settled at once (every recipient's destination was suspended). */
+  actor: HostedMessage | null
   /** Recipients read into memory whose outcome is not known yet. */
   readonly byId: Map<number, QueuedRecipient>
   readonly failed: Array<Failed>
@@ -94,13 +101,13 @@ export class QueueManager {
   private peakHeld = 0
 
   private readonly logsInfo: boolean
-  private readonly messageLogic: typeof messageMachine
+  private readonly messages: MessageHost
   private readonly rollup: MxRollup
   private readonly checkedBodies = new CheckedBodies()
 
   constructor(private readonly deps: QmgrDeps) {
     this.logsInfo = deps.log.isLevelEnabled("info")
-    this.messageLogic = withFaultHook(messageMachine, deps.faultHooks?.message)
+    this.messages = new MessageHost(withFaultHook(messageMachine, deps.faultHooks?.message))
     this.rollup = new MxRollup({ dns: deps.dns, clock: deps.clock })
   }
 
@@ -175,26 +182,16 @@ export class QueueManager {
     const size = this.batchSize(config)
     const message = incoming.recipients.length > size ? { ...incoming, recipients: incoming.recipients.slice(0, size) } : incoming
     const moreToRead = moreInStore || message !== incoming
-    const actor = createActor(this.messageLogic, {
-      clock: this.deps.clock,
-      input: {
-        queueId: message.queueId,
-        arrivalTime: message.arrivalTime,
-        nullSender: message.sender === "",
-        recipientIds: message.recipients.map((r) => r.id),
-        moreToRead,
-        policy: {
-          minimalBackoffTime: config.minimalBackoffTime,
-          maximalBackoffTime: config.maximalBackoffTime,
-          backoffJitter: config.backoffJitter,
-          maximalQueueLifetime: config.maximalQueueLifetime,
-          bounceQueueLifetime: config.bounceQueueLifetime,
-        },
-      },
-    })
+    const policy: RetryPolicy = {
+      minimalBackoffTime: config.minimalBackoffTime,
+      maximalBackoffTime: config.maximalBackoffTime,
+      backoffJitter: config.backoffJitter,
+      maximalQueueLifetime: config.maximalQueueLifetime,
+      bounceQueueLifetime: config.bounceQueueLifetime,
+    }
     const entry: ActiveEntry = {
       message,
-      actor,
+      actor: null,
       byId: new Map(message.recipients.map((r) => [r.id, r])),
       failed: [],
       deferred: new Map(),
@@ -205,19 +202,44 @@ export class QueueManager {
     }
     this.hold(message.recipients.length)
     this.active.set(message.id, entry)
-    actor.subscribe({
-      next: (snapshot) => {
-        if (snapshot.value === "awaitingBatch" && !entry.reading) {
-          entry.reading = true
-          queueMicrotask(() => this.readNextBatch(entry))
-        }
+    if (message.body === null && !this.checkedBodies.has(message.id)) {
+      const damage = q.bodyDamage(this.deps.db, message.id)
+      if (damage !== null) return this.quarantine(entry, damage)
+      this.checkedBodies.add(message.id)
+    }
+    const groups = this.routeGroups(message.recipients, config)
+    if (!moreToRead) {
+      // Postfix's qmgr_defer_todo: mail for a dead destination is deferred without a delivery agent. When
+      // that is every recipient of the message, its fate is known now: no message actor is needed.
+      if (this.allSuspended(groups)) return this.deferSuspended(entry, groups, policy, config)
+      const only = groups.length === 1 ? groups[0]! : undefined
+      if (only !== undefined && only.route instanceof Promise) {
+        // One destination whose MX answer is being looked up: the same choice once it is known.
+        void only.route.then((route) => {
+          if (this.stopped || this.active.get(message.id) !== entry) return
+          const known = [{ route, recipients: only.recipients }]
+          if (this.allSuspended(known)) return this.deferSuspended(entry, known, policy, config)
+          this.startActor(entry, false, policy, config)
+          this.enqueue(entry, route, only.recipients, config)
+        })
+        return
+      }
+    }
+    this.startActor(entry, moreToRead, policy, config)
+    this.enqueueGroups(entry, groups, config)
+  }
+
+  /** The message's machine: it takes the outcomes of its recipients and decides its fate. */
+  private startActor(entry: ActiveEntry, moreToRead: boolean, policy: RetryPolicy, config: PosternConfig): void {
+    const message = entry.message
+    const actor = this.messages.create({
+      awaitingBatch: () => {
+        if (entry.reading) return
+        entry.reading = true
+        queueMicrotask(() => this.readNextBatch(entry))
       },
-      complete: () => {
-        // A stopped actor (quarantine, shutdown) completes too; only a settled one has a decision.
-        const snapshot = actor.getSnapshot()
-        if (snapshot.status === "done") this.settle(entry, snapshot.output)
-      },
-      error: (err) => {
+      settled: (decision) => this.settle(entry, decision),
+      failed: (err) => {
         // The message actor is temporary (system.ts): it leaves the window at once (results of its
         // deliveries still in flight are discarded: at least once), its recipients go back to the queue,
         // due after the minimal backoff, and it is not restarted.
@@ -242,8 +264,15 @@ export class QueueManager {
         )
       },
     })
-    actor.start()
-    this.dispatch(entry, config)
+    entry.actor = actor
+    actor.begin({
+      queueId: message.queueId,
+      arrivalTime: message.arrivalTime,
+      nullSender: message.sender === "",
+      recipientIds: message.recipients.map((r) => r.id),
+      moreToRead,
+      policy,
+    })
   }
 
   /** The message finished its batch and more of it waits in the store: read the next batch and route it. */
@@ -265,7 +294,7 @@ export class QueueManager {
     for (const r of batch) entry.byId.set(r.id, r)
     this.hold(batch.length)
     if (batch.length > 0) entry.cursor = batch[batch.length - 1]!.id
-    entry.actor.send({
+    entry.actor!.send({
       type: "recipients.read",
       recipientIds: batch.map((r) => r.id),
       last: rows.length <= size,
@@ -273,7 +302,7 @@ export class QueueManager {
       draw: this.deps.rng.next(),
     })
     // The message actor may have failed taking the batch: then its recipients are back in the queue.
-    if (batch.length > 0 && !entry.released) this.route(entry, batch, config)
+    if (batch.length > 0 && !entry.released) this.enqueueGroups(entry, this.routeGroups(batch, config), config)
   }
 
   /**
@@ -398,48 +427,79 @@ export class QueueManager {
 
   // ------------------------------------------------------------------------------ routing, dispatch
 
-  private dispatch(entry: ActiveEntry, config: PosternConfig): void {
-    if (entry.message.body === null && !this.checkedBodies.has(entry.message.id)) {
-      const damage = q.bodyDamage(this.deps.db, entry.message.id)
-      if (damage !== null) return this.quarantine(entry, damage)
-      this.checkedBodies.add(entry.message.id)
-    }
-    this.route(entry, entry.message.recipients, config)
-  }
-
-  /** Groups recipients per destination into delivery requests of at most the recipient limit each. */
-  private route(entry: ActiveEntry, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): void {
+  /**
+   * Groups recipients per destination: each group with its route, or the promise of it while the MX answer
+   * that decides its queue is looked up.
+   */
+  private routeGroups(recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): Array<RouteGroup> {
     const groups = new Map<string, { route: Route; recipients: Array<QueuedRecipient> }>()
     for (const r of recipients) {
       const route = resolveRoute(config, r.address)
-      const g = groups.get(route.key) ?? { route, recipients: [] }
-      g.recipients.push(r)
-      groups.set(route.key, g)
+      const g = groups.get(route.key)
+      if (g === undefined) groups.set(route.key, { route, recipients: [r] })
+      else g.recipients.push(r)
     }
-    for (const { route, recipients } of groups.values()) {
+    const out: Array<RouteGroup> = []
+    for (const { route, recipients } of groups.values()) out.push({ route: this.rollup.route(config, route), recipients })
+    return out
+  }
+
+  /** Hands each group to its destination queue; a group whose MX answer is still looked up follows when it is known. */
+  private enqueueGroups(entry: ActiveEntry, groups: ReadonlyArray<RouteGroup>, config: PosternConfig): void {
+    for (const { route, recipients } of groups) {
       // The MX answer decides the queue; while it is looked up, other mail is routed on.
-      const queued = this.rollup.route(config, route)
-      if (queued instanceof Promise) {
-        void queued.then((r) => {
+      if (route instanceof Promise) {
+        void route.then((r) => {
           if (!this.stopped && this.active.get(entry.message.id) === entry) this.enqueue(entry, r, recipients, config)
         })
       } else {
-        this.enqueue(entry, queued, recipients, config)
+        this.enqueue(entry, route, recipients, config)
       }
     }
   }
 
+  /** Whether every group's destination queue would defer its mail at once (dead, or given up on). */
+  private allSuspended(groups: ReadonlyArray<RouteGroup>): boolean {
+    for (const { route } of groups) {
+      if (route instanceof Promise || this.destinations.get(route.key)?.isSuspended() !== true) return false
+    }
+    return true
+  }
+
+  /**
+   * Every recipient's destination is suspended: each request is deferred by its queue as if it had been
+   * queued there, and the message is decided as its machine decides a message whose last outcome is a
+   * deferral (`decide`), with the same random draws, writes and log lines, in the same order.
+   */
+  private deferSuspended(entry: ActiveEntry, groups: ReadonlyArray<RouteGroup>, policy: RetryPolicy, config: PosternConfig): void {
+    const m = entry.message
+    let last: { now: number; draw: number } | undefined
+    for (const { route, recipients } of groups) {
+      const destination = this.destinations.get((route as Route).key)!
+      for (const request of this.requestsOf(entry, route as Route, recipients, config)) {
+        last = this.onDelivered(request, destination.deferSuspended(request), 0)
+      }
+    }
+    const deferred = [...entry.deferred.keys()]
+    this.settle(entry, decide({ deferred, arrivalTime: m.arrivalTime, nullSender: m.sender === "", policy }, last!.now, last!.draw))
+  }
+
   /** Hands one destination's recipients to its queue, in delivery requests of at most its recipient limit. */
   private enqueue(entry: ActiveEntry, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): void {
+    for (const request of this.requestsOf(entry, route, recipients, config)) this.destinationFor(route, config).enqueue(request)
+  }
+
+  /** One destination's recipients as delivery requests of at most its recipient limit each. */
+  private *requestsOf(entry: ActiveEntry, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): Generator<DeliveryRequest> {
     const limit = route.serviceConfig.destinationRecipientLimit ?? config.defaultDestinationRecipientLimit
     for (let i = 0; i < recipients.length; i += limit) {
-      this.destinationFor(route, config).enqueue({
+      yield {
         id: `${entry.message.queueId}.${++this.requestSeq}`,
         route,
         message: entry.message,
         recipients: recipients.slice(i, i + limit),
         body: () => this.bodyOf(entry.message),
-      })
+      }
     }
   }
 
@@ -487,10 +547,11 @@ export class QueueManager {
 
   // ---------------------------------------------------------------------------------- outcomes
 
-  private onDelivered(request: DeliveryRequest, output: DeliveryOutput, durationMs: number): void {
+  /** Records a request's outcomes and tells the message actor (if it has one); returns when and with what draw. */
+  private onDelivered(request: DeliveryRequest, output: DeliveryOutput, durationMs: number): { now: number; draw: number } | undefined {
     const entry = this.active.get(request.message.id)
     // Gone, or admitted again since this request left (its message actor failed): the result is discarded.
-    if (entry === undefined || entry.message !== request.message) return
+    if (entry === undefined || entry.message !== request.message) return undefined
     const now = this.deps.clock.now()
     const m = request.message
     const attempts: Array<{ r: QueuedRecipient; v: RecipientVerdict; kind: RecipientOutcomeKind }> = []
@@ -555,12 +616,14 @@ export class QueueManager {
       .finally(() => this.pendingCompletions--)
     // The message actor hears at once; if this settles the message, its decision is queued after the
     // outcomes above, so both land in the same transaction, in that order.
-    entry.actor.send({
+    const draw = this.deps.rng.next()
+    entry.actor?.send({
       type: "recipients.reported",
       outcomes: attempts.map((a) => ({ recipientId: a.r.id, outcome: a.kind === "sent" ? "sent" : a.kind === "bounced" ? "bounced" : "deferred" })),
       now,
-      draw: this.deps.rng.next(),
+      draw,
     })
+    return { now, draw }
   }
 
   /** The message actor decided: commit the decision, send any report, leave the window. */
@@ -624,10 +687,12 @@ export class QueueManager {
             }
           }
         }
+        // A deferred message keeps its deferred recipients: only a finished one can be deleted.
         if (decision.kind === "deferred") {
           for (const id of entry.deferred.keys()) q.rescheduleRecipient(db, id, decision.nextAttemptAt)
+        } else {
+          q.deleteMessageIfDone(db, m.id)
         }
-        q.deleteMessageIfDone(db, m.id)
         return bounce
       })
       .then(
@@ -678,7 +743,7 @@ export class QueueManager {
     const m = entry.message
     this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason }, `${m.queueId}: moved to the corrupt queue: ${reason}`)
     this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, reason), 0)
-    entry.actor.stop()
+    entry.actor?.stop()
     this.forget(entry)
     this.active.delete(m.id)
     if (this.backlogged) void this.scan()
@@ -724,7 +789,7 @@ export class QueueManager {
       })
     }
     this.active.delete(entry.message.id)
-    entry.actor.stop()
+    entry.actor?.stop()
     this.sweepIdleDestinations()
     if (this.backlogged) void this.scan()
     else if (rescheduled) this.rearm()

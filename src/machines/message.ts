@@ -74,7 +74,12 @@ export const isExpired = (now: number, arrivalTime: number, nullSender: boolean,
 export const jittered = (delay: number, jitter: number, draw: number): number =>
   jitter === 0 ? delay : Math.round(delay * (1 + jitter * (2 * draw - 1)))
 
-export const decide = (ctx: MessageContext, now: number, draw = 0.5): MessageDecision => {
+/** The message's fate once no recipient is in flight (the host uses it too, for a message it settles without an actor). */
+export const decide = (
+  ctx: Pick<MessageContext, "deferred" | "arrivalTime" | "nullSender" | "policy">,
+  now: number,
+  draw = 0.5,
+): MessageDecision => {
   if (ctx.deferred.length === 0) return { kind: "done" }
   if (isExpired(now, ctx.arrivalTime, ctx.nullSender, ctx.policy)) return { kind: "expired" }
   const delay = jittered(backoffDelay(now - ctx.arrivalTime, ctx.policy), ctx.policy.backoffJitter, draw)

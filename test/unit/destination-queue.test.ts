@@ -30,6 +30,7 @@ const setup = (opts: { failOnStart?: number; isCurrent?: (r: DeliveryRequest) =>
   let peak = 0
   let starts = 0
   const done: Array<string> = []
+  const outputs = new Map<string, DeliveryOutput>()
   const q = new DestinationQueue(
     "smtp:[192.0.2.1]:25",
     {
@@ -45,9 +46,10 @@ const setup = (opts: { failOnStart?: number; isCurrent?: (r: DeliveryRequest) =>
           running.set(r.id, resolve)
           peak = Math.max(peak, running.size)
         }),
-      done: (r) => {
+      done: (r, output) => {
         running.delete(r.id)
         done.push(r.id)
+        outputs.set(r.id, output)
       },
       restartPolicy: { maxRestarts: 5, withinMs: 60_000, backoffMs: 100, maxBackoffMs: 1_000 },
       escalate: () => undefined,
@@ -61,7 +63,11 @@ const setup = (opts: { failOnStart?: number; isCurrent?: (r: DeliveryRequest) =>
     running.get(id)!(sent(r))
     await new Promise((res) => setImmediate(res))
   }
-  return { clock, q, running, done, finish, peak: () => peak }
+  const failSite = async (id: string) => {
+    running.get(id)!({ verdicts: {}, siteFailure: true, relay: null })
+    await new Promise((res) => setImmediate(res))
+  }
+  return { clock, q, running, done, outputs, finish, failSite, peak: () => peak }
 }
 
 describe("destination queue host", () => {
@@ -101,5 +107,29 @@ describe("destination queue host", () => {
     await t.finish(c.id, c)
     expect(t.done.sort()).toEqual([a.id, c.id])
     expect(t.q.isIdle()).toBe(true)
+  })
+
+  it("a dead destination defers a request at once, as enqueue() would, until it revives", async () => {
+    const t = setup()
+    const [a, b] = [request(1, 1), request(2, 1)]
+    t.q.enqueue(a)
+    t.q.enqueue(b)
+    expect(t.q.isSuspended()).toBe(false)
+    // Two site failures at window 2 make a failed cohort: dead.
+    await t.failSite(a.id)
+    await t.failSite(b.id)
+    expect(t.q.status().state).toBe("dead")
+    expect(t.q.isSuspended()).toBe(true)
+    const c = request(3, 1)
+    const d = request(4, 1)
+    const direct = t.q.deferSuspended(c)
+    t.q.enqueue(d)
+    expect(t.done).toEqual([a.id, b.id, d.id])
+    expect(direct.verdicts["r1@x.test"]).toEqual(t.outputs.get(d.id)!.verdicts["r1@x.test"])
+    expect(direct.verdicts["r1@x.test"]).toMatchObject({ verdict: "deferred", dsn: "4.4.1" })
+    expect(direct.verdicts["r1@x.test"]!.reply).toMatch(/^delivery temporarily suspended: /)
+    expect(t.running.size).toBe(0)
+    t.clock.advance(60_000) // deadTime: revived
+    expect(t.q.isSuspended()).toBe(false)
   })
 })

@@ -104,7 +104,12 @@ export class DeliveryPool {
       this.pending.set(request.id, { request, resolve })
       // The thread needs the envelope and this request's recipients: not the whole message's recipient
       // list (a large list would be copied again for every request of it) nor a second copy of the body.
-      const wire: WireRequest = { id: request.id, route: request.route, recipients: request.recipients, message: { ...request.message, recipients: [], body: null } }
+      const wire: WireRequest = {
+        id: request.id,
+        route: request.route,
+        recipients: request.recipients,
+        message: { ...request.message, recipients: [], body: null },
+      }
       outbox.post({ t: "deliver", request: wire, body })
     })
   }

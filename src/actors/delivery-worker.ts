@@ -33,10 +33,6 @@ const outbox = new Outbox<PoolReply>((batch) => port.postMessage(batch))
 const reply = (r: PoolReply) => outbox.post(r)
 reply({ t: "ready" })
 
-port.on("message", (batch: ReadonlyArray<PoolRequest>) => {
-  for (const m of batch) handle(m)
-})
-
 const handle = (m: PoolRequest): void => {
   switch (m.t) {
     case "deliver": {
@@ -58,3 +54,8 @@ const handle = (m: PoolRequest): void => {
       return
   }
 }
+
+// Requests arrive in batches, one per turn of the queue manager's event loop (thread-outbox.ts).
+port.on("message", (batch: ReadonlyArray<PoolRequest>) => {
+  for (const m of batch) handle(m)
+})

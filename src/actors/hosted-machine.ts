@@ -1,12 +1,14 @@
 // A machine run by its host as a transition function, for a short-lived machine with no delays, children or
-// persisted state (one delivery attempt): an xstate actor (its own actor system, mailbox and observers) costs
-// more to create than such a machine's few transitions. Same machine, events and snapshots; entry actions
+// persisted state (a message in the active window, one delivery attempt): an xstate actor (its own actor
+// system, mailbox and observers) costs more to create than such a machine's few transitions. Same machine, events and snapshots; entry actions
 // run as an actor runs them (those of the initial state once it is set, the others inside their
 // transition) and get this object as `self`; events sent while a transition runs are taken after it, in
 // order; a transition that throws fails the machine once, and it takes no more events.
-import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine, type EventFromLogic, type InputFrom, type OutputFrom } from "xstate"
+import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine, type EventFromLogic, type InputFrom, type OutputFrom, type SnapshotFrom } from "xstate"
 
 export interface HostedObserver<L extends AnyStateMachine> {
+  /** The machine took a step (its initial state included) and is still running. */
+  readonly changed?: (snapshot: SnapshotFrom<L>) => void
   /** The machine reached its final state. */
   readonly done: (output: OutputFrom<L>) => void
   /** The machine threw taking an event (or computing its initial state). */
@@ -118,6 +120,7 @@ export class HostedMachine<L extends AnyStateMachine> {
     if (this.stopped || this.snapshot === undefined) return
     if (this.snapshot.status === "done") this.observer.done(this.snapshot.output as OutputFrom<L>)
     else if (this.snapshot.status === "error") this.fail(this.snapshot.error)
+    else this.observer.changed?.(this.snapshot as SnapshotFrom<L>)
   }
 
   private fail(error: unknown): void {

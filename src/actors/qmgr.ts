@@ -27,7 +27,7 @@ import { CheckedBodies } from "./checked-bodies.js"
 import { readableFromChunks, type DeliveryRequest } from "./delivery.js"
 import { DestinationQueue, type DestinationStatus } from "./destination.js"
 import { logActorFailure } from "./failure-log.js"
-import { MessageHost, type HostedMessage } from "./message-host.js"
+import { HostedMachine } from "./hosted-machine.js"
 import { withFaultHook, type FaultHooks } from "./fault-hooks.js"
 import { MxRollup } from "./mx-rollup.js"
 
@@ -66,11 +66,14 @@ interface RouteGroup {
   readonly recipients: ReadonlyArray<QueuedRecipient>
 }
 
+/** A group whose route is known. */
+type RoutedGroup = RouteGroup & { readonly route: Route }
+
 interface ActiveEntry {
   /** The message, with the first batch of its recipients. */
   readonly message: ActiveMessage
   /** The message's machine; null for a message settled at once (every recipient's destination was suspended). */
-  actor: HostedMessage | null
+  actor: HostedMachine<typeof messageMachine> | null
   /** Recipients read into memory whose outcome is not known yet. */
   readonly byId: Map<number, QueuedRecipient>
   readonly failed: Array<Failed>
@@ -101,13 +104,13 @@ export class QueueManager {
   private peakHeld = 0
 
   private readonly logsInfo: boolean
-  private readonly messages: MessageHost
+  private readonly messageLogic: typeof messageMachine
   private readonly rollup: MxRollup
   private readonly checkedBodies = new CheckedBodies()
 
   constructor(private readonly deps: QmgrDeps) {
     this.logsInfo = deps.log.isLevelEnabled("info")
-    this.messages = new MessageHost(withFaultHook(messageMachine, deps.faultHooks?.message))
+    this.messageLogic = withFaultHook(messageMachine, deps.faultHooks?.message)
     this.rollup = new MxRollup({ dns: deps.dns, clock: deps.clock })
   }
 
@@ -232,13 +235,13 @@ export class QueueManager {
   /** The message's machine: it takes the outcomes of its recipients and decides its fate. */
   private startActor(entry: ActiveEntry, moreToRead: boolean, policy: RetryPolicy, config: PosternConfig): void {
     const message = entry.message
-    const actor = this.messages.create({
-      awaitingBatch: () => {
-        if (entry.reading) return
+    const actor = new HostedMachine(this.messageLogic, {
+      changed: (snapshot) => {
+        if (snapshot.value !== "awaitingBatch" || entry.reading) return
         entry.reading = true
         queueMicrotask(() => this.readNextBatch(entry))
       },
-      settled: (decision) => this.settle(entry, decision),
+      done: (decision) => this.settle(entry, decision),
       failed: (err) => {
         // The message actor is temporary (system.ts): it leaves the window at once (results of its
         // deliveries still in flight are discarded: at least once), its recipients go back to the queue,
@@ -265,7 +268,7 @@ export class QueueManager {
       },
     })
     entry.actor = actor
-    actor.begin({
+    actor.start({
       queueId: message.queueId,
       arrivalTime: message.arrivalTime,
       nullSender: message.sender === "",
@@ -459,7 +462,7 @@ export class QueueManager {
   }
 
   /** Whether every group's destination queue would defer its mail at once (dead, or given up on). */
-  private allSuspended(groups: ReadonlyArray<RouteGroup>): boolean {
+  private allSuspended(groups: ReadonlyArray<RouteGroup>): groups is ReadonlyArray<RoutedGroup> {
     for (const { route } of groups) {
       if (route instanceof Promise || this.destinations.get(route.key)?.isSuspended() !== true) return false
     }
@@ -471,12 +474,12 @@ export class QueueManager {
    * queued there, and the message is decided as its machine decides a message whose last outcome is a
    * deferral (`decide`), with the same random draws, writes and log lines, in the same order.
    */
-  private deferSuspended(entry: ActiveEntry, groups: ReadonlyArray<RouteGroup>, policy: RetryPolicy, config: PosternConfig): void {
+  private deferSuspended(entry: ActiveEntry, groups: ReadonlyArray<RoutedGroup>, policy: RetryPolicy, config: PosternConfig): void {
     const m = entry.message
     let last: { now: number; draw: number } | undefined
     for (const { route, recipients } of groups) {
-      const destination = this.destinations.get((route as Route).key)!
-      for (const request of this.requestsOf(entry, route as Route, recipients, config)) {
+      const destination = this.destinations.get(route.key)!
+      for (const request of this.requestsOf(entry, route, recipients, config)) {
         last = this.onDelivered(request, destination.deferSuspended(request), 0)
       }
     }

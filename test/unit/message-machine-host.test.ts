@@ -1,8 +1,8 @@
-// The message machine hosted as a transition function (src/actors/message-host.ts): the host hears a
+// The message machine as the queue manager hosts it (src/actors/hosted-machine.ts): the host hears a
 // decision once, a batch wait, and a failing transition once, after which the message takes no more events.
 import { describe, expect, it } from "vitest"
 import { withFaultHook } from "../../src/actors/fault-hooks.js"
-import { MessageHost } from "../../src/actors/message-host.js"
+import { HostedMachine } from "../../src/actors/hosted-machine.js"
 import { messageMachine, type MessageDecision, type MessageInput } from "../../src/machines/message.js"
 
 const policy = { minimalBackoffTime: 300_000, maximalBackoffTime: 4_000_000, backoffJitter: 0, maximalQueueLifetime: 432_000_000, bounceQueueLifetime: 432_000_000 }
@@ -15,18 +15,18 @@ const observed = () => {
     seen,
     decisions,
     observer: {
-      awaitingBatch: () => void seen.push("awaitingBatch"),
-      settled: (d: MessageDecision) => void (seen.push("settled"), decisions.push(d)),
+      changed: (s: { value: unknown }) => void (s.value === "awaitingBatch" && seen.push("awaitingBatch")),
+      done: (d: MessageDecision) => void (seen.push("settled"), decisions.push(d)),
       failed: (e: unknown) => void seen.push(`failed: ${(e as Error).message}`),
     },
   }
 }
 
-describe("message host", () => {
+describe("the message machine, hosted", () => {
   it("settles once, after the last recipient's outcome, with the machine's backoff", () => {
     const o = observed()
-    const m = new MessageHost(messageMachine).create(o.observer)
-    m.begin(input([1, 2]))
+    const m = new HostedMachine(messageMachine, o.observer)
+    m.start(input([1, 2]))
     m.send({ type: "recipients.reported", outcomes: [{ recipientId: 1, outcome: "sent" }], now: 60_000 })
     expect(o.seen).toEqual([])
     m.send({ type: "recipients.reported", outcomes: [{ recipientId: 2, outcome: "deferred" }], now: 60_000 })
@@ -37,8 +37,8 @@ describe("message host", () => {
 
   it("waits for the next batch when more recipients are in the store", () => {
     const o = observed()
-    const m = new MessageHost(messageMachine).create(o.observer)
-    m.begin(input([1], true))
+    const m = new HostedMachine(messageMachine, o.observer)
+    m.start(input([1], true))
     m.send({ type: "recipients.reported", outcomes: [{ recipientId: 1, outcome: "sent" }], now: 1 })
     expect(o.seen).toEqual(["awaitingBatch"])
     m.send({ type: "recipients.read", recipientIds: [], last: true, now: 2 })
@@ -51,8 +51,8 @@ describe("message host", () => {
     const faulty = withFaultHook(messageMachine, ({ event }) => {
       if (event.type === "recipients.reported") throw new Error("injected")
     })
-    const m = new MessageHost(faulty).create(o.observer)
-    m.begin(input([1]))
+    const m = new HostedMachine(faulty, o.observer)
+    m.start(input([1]))
     m.send({ type: "recipients.reported", outcomes: [{ recipientId: 1, outcome: "sent" }], now: 1 })
     m.send({ type: "recipients.reported", outcomes: [{ recipientId: 1, outcome: "sent" }], now: 2 })
     expect(o.seen).toEqual(["failed: injected"])
@@ -60,8 +60,8 @@ describe("message host", () => {
 
   it("a stopped message takes no more events", () => {
     const o = observed()
-    const m = new MessageHost(messageMachine).create(o.observer)
-    m.begin(input([1]))
+    const m = new HostedMachine(messageMachine, o.observer)
+    m.start(input([1]))
     m.stop()
     m.send({ type: "recipients.reported", outcomes: [{ recipientId: 1, outcome: "sent" }], now: 1 })
     expect(o.seen).toEqual([])

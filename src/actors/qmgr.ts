@@ -10,7 +10,7 @@
 import type { PosternConfig } from "../config/types.js"
 import type { DeliveryOutput } from "../machines/delivery.js"
 import { parseFeedback } from "../machines/feedback.js"
-import { decide, messageMachine, type MessageDecision, type RetryPolicy } from "../machines/message.js"
+import { decide, isExpired, messageMachine, type MessageDecision, type RetryPolicy } from "../machines/message.js"
 import type { RestartPolicy } from "../machines/supervisor.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { RngShape } from "../runtime/rng.js"
@@ -60,6 +60,14 @@ const DESTINATION_KEEP_MS = 5 * 60_000
 /** Past this many destination queues held, idle ones are dropped at once. */
 const CROWDED_DESTINATIONS = 10_000
 
+const retryPolicyOf = (config: PosternConfig): RetryPolicy => ({
+  minimalBackoffTime: config.minimalBackoffTime,
+  maximalBackoffTime: config.maximalBackoffTime,
+  backoffJitter: config.backoffJitter,
+  maximalQueueLifetime: config.maximalQueueLifetime,
+  bounceQueueLifetime: config.bounceQueueLifetime,
+})
+
 /** Recipients of one message for one destination; its route, or its promise while the MX answer is looked up. */
 interface RouteGroup {
   readonly route: Route | Promise<Route>
@@ -89,6 +97,8 @@ interface ActiveEntry {
 
 export class QueueManager {
   private readonly active = new Map<number, ActiveEntry>()
+  /** Messages deferred as they were read (deferOnRead) whose write is not committed yet: not read again. */
+  private readonly deferring = new Set<number>()
   private readonly destinations = new Map<string, DestinationQueue>()
   private timer: unknown = null
   private timerAt: number | null = null
@@ -175,7 +185,7 @@ export class QueueManager {
    * A message committed with its recipients 'active' enters the window. Only a batch of its recipients is
    * kept in memory; with `moreInStore` (or when it brings more than a batch) the rest is read as it goes.
    */
-  admit(incoming: ActiveMessage, moreInStore = false): void {
+  admit(incoming: ActiveMessage, moreInStore = false, routed?: Array<RouteGroup>): void {
     if (this.stopped || incoming.recipients.length === 0) return
     if (this.active.has(incoming.id)) {
       this.deps.log.error({ actor: "qmgr", queue_id: incoming.queueId }, "message is already in the active window; not admitted twice")
@@ -185,13 +195,7 @@ export class QueueManager {
     const size = this.batchSize(config)
     const message = incoming.recipients.length > size ? { ...incoming, recipients: incoming.recipients.slice(0, size) } : incoming
     const moreToRead = moreInStore || message !== incoming
-    const policy: RetryPolicy = {
-      minimalBackoffTime: config.minimalBackoffTime,
-      maximalBackoffTime: config.maximalBackoffTime,
-      backoffJitter: config.backoffJitter,
-      maximalQueueLifetime: config.maximalQueueLifetime,
-      bounceQueueLifetime: config.bounceQueueLifetime,
-    }
+    const policy = retryPolicyOf(config)
     const entry: ActiveEntry = {
       message,
       actor: null,
@@ -210,7 +214,8 @@ export class QueueManager {
       if (damage !== null) return this.quarantine(entry, damage)
       this.checkedBodies.add(message.id)
     }
-    const groups = this.routeGroups(message.recipients, config)
+    // Routed by the scan that read it, unless only part of what it read is kept.
+    const groups = routed !== undefined && message === incoming ? routed : this.routeGroups(message.recipients, config)
     if (!moreToRead) {
       // Postfix's qmgr_defer_todo: mail for a dead destination is deferred without a delivery agent. When
       // that is every recipient of the message, its fate is known now: no message actor is needed.
@@ -378,6 +383,7 @@ export class QueueManager {
     if (this.scanning || this.stopped) return
     this.scanning = true
     let full = false
+    let deferralsPending = false
     try {
       for (;;) {
         const room = this.deps.config().qmgrMessageActiveLimit - this.active.size
@@ -389,16 +395,20 @@ export class QueueManager {
           break
         }
         const now = this.deps.clock.now()
-        const ids = q.dueMessageIds(this.deps.db, now, SCAN_BATCH).filter((id) => !this.active.has(id)).slice(0, room)
+        const due = q.dueMessageIds(this.deps.db, now, SCAN_BATCH)
+        const ids = due.filter((id) => !this.active.has(id) && !this.deferring.has(id)).slice(0, room)
         if (ids.length === 0) {
           this.backlogged = false
+          // What is due is being deferred: the commit of those deferrals re-arms the timer, not a timer
+          // that would fire at once, again and again, until it lands.
+          deferralsPending = due.some((id) => this.deferring.has(id))
           break
         }
         // Each message brings one batch of its due recipients into memory; the rest are leased with it
         // and read as it goes. The batches share what is left of qmgrMessageRecipientLimit.
         const config = this.deps.config()
         let budget = config.qmgrMessageRecipientLimit - this.held
-        const loaded: Array<{ message: ActiveMessage; more: boolean }> = []
+        const loaded: Array<{ message: ActiveMessage; more: boolean; groups: Array<RouteGroup> | null }> = []
         for (const id of ids) {
           const size = Math.max(config.qmgrMessageRecipientMinimum, budget)
           const m = q.loadDueMessage(this.deps.db, id, now, size + 1)
@@ -406,13 +416,25 @@ export class QueueManager {
           const more = m.recipients.length > size
           const message = more ? { ...m, recipients: m.recipients.slice(0, size) } : m
           budget -= message.recipients.length
-          loaded.push({ message, more })
+          loaded.push({ message, more, groups: more ? null : this.routeGroups(message.recipients, config) })
         }
+        // Mail whose every destination is dead is deferred as it is read, without a lease (Postfix's
+        // qmgr_defer_todo); the rest is leased to the window.
+        const deferrable = (l: (typeof loaded)[number]): l is typeof l & { groups: ReadonlyArray<RoutedGroup> } =>
+          l.groups !== null && this.allSuspended(l.groups) && !isExpired(now, l.message.arrivalTime, l.message.sender === "", retryPolicyOf(config))
+        const leased = loaded.filter((l) => !deferrable(l))
         const leaseUntil = now + this.leaseMs
-        await this.deps.committer.run((db) => {
-          for (const { message } of loaded) q.activateDueOfMessage(db, message.id, now, leaseUntil)
-        })
-        for (const { message, more } of loaded) this.admit(message, more)
+        if (leased.length > 0) {
+          await this.deps.committer.run((db) => {
+            for (const { message } of leased) q.activateDueOfMessage(db, message.id, now, leaseUntil)
+          })
+        }
+        const isLeased = new Set(leased)
+        for (const l of loaded) {
+          if (isLeased.has(l)) this.admit(l.message, l.more, l.groups ?? undefined)
+          else if (deferrable(l)) this.deferOnRead(l.message, l.groups, config)
+          // else: its destination came back while the others were leased; still due, the next scan reads it.
+        }
         if (ids.length < SCAN_BATCH) break
       }
     } catch (err) {
@@ -425,7 +447,7 @@ export class QueueManager {
     } finally {
       this.scanning = false
     }
-    if (!full) this.rearm()
+    if (!full && !deferralsPending) this.rearm()
   }
 
   // ------------------------------------------------------------------------------ routing, dispatch
@@ -479,7 +501,7 @@ export class QueueManager {
     let last: { now: number; draw: number } | undefined
     for (const { route, recipients } of groups) {
       const destination = this.destinations.get(route.key)!
-      for (const request of this.requestsOf(entry, route, recipients, config)) {
+      for (const request of this.requestsOf(entry.message, route, recipients, config)) {
         last = this.onDelivered(request, destination.deferSuspended(request), 0)
       }
     }
@@ -487,21 +509,84 @@ export class QueueManager {
     this.settle(entry, decide({ deferred, arrivalTime: m.arrivalTime, nullSender: m.sender === "", policy }, last!.now, last!.draw))
   }
 
+  /**
+   * A due message read by the scan whose every recipient's destination is suspended (and that has not
+   * expired) is deferred there and then, without a lease, an entry in the window or a message machine: the
+   * same requests, replies, log lines, random draws and decision as deferSuspended(), in one write.
+   */
+  private deferOnRead(m: ActiveMessage, groups: ReadonlyArray<RoutedGroup>, config: PosternConfig): void {
+    if (m.body === null && !this.checkedBodies.has(m.id)) {
+      const damage = q.bodyDamage(this.deps.db, m.id)
+      if (damage !== null) {
+        this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason: damage }, `${m.queueId}: moved to the corrupt queue: ${damage}`)
+        this.deferring.add(m.id)
+        this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, damage), 0, () => this.deferring.delete(m.id))
+        return
+      }
+      this.checkedBodies.add(m.id)
+    }
+    const now = this.deps.clock.now()
+    const policy = retryPolicyOf(config)
+    // Expired since the scan read it: still due, the next scan leases it and its report is sent.
+    if (isExpired(now, m.arrivalTime, m.sender === "", policy)) return
+    const rows: Array<{ recipient: QueuedRecipient; destination: string; reply: string; dsn: string }> = []
+    let draw = 0
+    for (const { route, recipients } of groups) {
+      const destination = this.destinations.get(route.key)!
+      for (const request of this.requestsOf(m, route, recipients, config)) {
+        const output = destination.deferSuspended(request)
+        for (const r of request.recipients) {
+          const v = output.verdicts[r.address]!
+          rows.push({ recipient: r, destination: route.key, reply: v.reply, dsn: v.dsn })
+          if (this.logsInfo) {
+            this.deps.log.info(
+              { queue_id: m.queueId, to: r.address, relay: route.nexthop, delay: Math.round((now - m.arrivalTime) / 10) / 100, dsn: v.dsn, status: "deferred", reply: v.reply },
+              `${m.queueId}: to=<${r.address}>, status=deferred (${v.reply})`,
+            )
+          }
+        }
+        draw = this.deps.rng.next()
+      }
+    }
+    const decision = decide({ deferred: rows.map((x) => x.recipient.id), arrivalTime: m.arrivalTime, nullSender: m.sender === "", policy }, now, draw)
+    if (decision.kind !== "deferred") return // not reached: not expired, and every recipient deferred
+    const write: q.StoreWrite = (db) => {
+      for (const { recipient: r, destination, reply, dsn } of rows) {
+        q.appendAttempt(db, { at: now, queueId: m.queueId, recipient: r.address, attempt: r.attempts + 1, destination, relay: null, outcome: "deferred", dsn, reply, durationMs: 0 })
+        q.deferRecipient(db, r.id, decision.nextAttemptAt, destination, reply)
+      }
+    }
+    this.deferring.add(m.id)
+    const committed = () => {
+      this.deferring.delete(m.id)
+      this.rearm()
+    }
+    this.pendingCompletions++
+    void this.deps.committer
+      .runLazily(write)
+      .then(committed, (err: unknown) => {
+        this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, err }, "could not record the deferral of mail for a dead destination; it will be written again")
+        this.writeUntilCommitted(m, write, 1000, committed)
+      })
+      .finally(() => this.pendingCompletions--)
+    this.sweepIdleDestinations()
+  }
+
   /** Hands one destination's recipients to its queue, in delivery requests of at most its recipient limit. */
   private enqueue(entry: ActiveEntry, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): void {
-    for (const request of this.requestsOf(entry, route, recipients, config)) this.destinationFor(route, config).enqueue(request)
+    for (const request of this.requestsOf(entry.message, route, recipients, config)) this.destinationFor(route, config).enqueue(request)
   }
 
   /** One destination's recipients as delivery requests of at most its recipient limit each. */
-  private *requestsOf(entry: ActiveEntry, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): Generator<DeliveryRequest> {
+  private *requestsOf(message: ActiveMessage, route: Route, recipients: ReadonlyArray<QueuedRecipient>, config: PosternConfig): Generator<DeliveryRequest> {
     const limit = route.serviceConfig.destinationRecipientLimit ?? config.defaultDestinationRecipientLimit
     for (let i = 0; i < recipients.length; i += limit) {
       yield {
-        id: `${entry.message.queueId}.${++this.requestSeq}`,
+        id: `${message.queueId}.${++this.requestSeq}`,
         route,
-        message: entry.message,
+        message,
         recipients: recipients.slice(i, i + limit),
-        body: () => this.bodyOf(entry.message),
+        body: () => this.bodyOf(message),
       }
     }
   }

@@ -211,6 +211,11 @@ export const noteDeferredAttempt = (db: Database.Database, recipientId: number, 
   stmts(db).noteAttempt.run(destination, reply, recipientId)
 }
 
+/** Defers a recipient that was never leased (its destination is dead): one more attempt, due at `nextAttemptAt`. */
+export const deferRecipient = (db: Database.Database, recipientId: number, nextAttemptAt: number, destination: string, reply: string): void => {
+  stmts(db).deferRecipient.run(nextAttemptAt, destination, reply, recipientId)
+}
+
 /** Ends the active period of a deferred recipient: pending again, due at `nextAttemptAt`. */
 export const rescheduleRecipient = (db: Database.Database, recipientId: number, nextAttemptAt: number): void => {
   stmts(db).releaseRecipient.run(nextAttemptAt, recipientId)

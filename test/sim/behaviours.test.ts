@@ -72,6 +72,49 @@ describe("modelled destination behaviours", () => {
     expect(r.attempts.some((a) => a.reply.includes("refused to talk to me: 421 4.7.0"))).toBe(true)
   })
 
+  test("a destination that hangs for good: mail due while it is dead is deferred as it is read, attempt after attempt, until it expires", async () => {
+    const r = await runOne(
+      { outages: [{ start: "0s", duration: "30d", mode: "hang" }] },
+      { messages: 40, arrival: { process: "poisson", rate: "10/h" } },
+      { maximalQueueLifetime: "1d", bounceQueueLifetime: "1d" },
+    )
+    expect(r.summary.engineErrors).toBe(0)
+    expect(r.summary.expired).toBe(40)
+    const mail = r.attempts.filter((a) => a.message !== null)
+    const suspended = mail.filter((a) => a.reply.startsWith("delivery temporarily suspended"))
+    // About half the attempts never reach a server: the destination is dead between its probes.
+    expect(suspended.length).toBeGreaterThan(mail.length / 3)
+    // Each recipient's attempts are numbered 1, 2, 3 ... once each (none read twice), and its last is the expiry.
+    const byRecipient = new Map<string, Array<(typeof mail)[number]>>()
+    for (const a of mail) byRecipient.set(a.recipient, [...(byRecipient.get(a.recipient) ?? []), a])
+    expect(byRecipient.size).toBe(40)
+    for (const rows of byRecipient.values()) {
+      const deferred = rows.filter((a) => a.outcome === "deferred")
+      expect(deferred.map((a) => a.attempt)).toEqual(deferred.map((_, i) => i + 1))
+      expect(rows.at(-1)!.outcome).toBe("expired")
+      // Postfix's backoff: never sooner than the minimal backoff time (300s) after the previous attempt, less its 10% jitter.
+      for (let i = 1; i < deferred.length; i++) expect(deferred[i]!.at - deferred[i - 1]!.at).toBeGreaterThanOrEqual(270_000)
+    }
+  })
+
+  test("more mail due for a dead destination than one scan reads: each message is deferred once per retry", async () => {
+    // 2,500 messages at once, 1,000 in the active window: when the destination dies and the window empties,
+    // the scan reads the 1,500 waiting, 1,000 at a time, and defers them as it reads them. Its second read of
+    // the due index comes before the first thousand's deferrals are committed.
+    const r = await runOne(
+      { outages: [{ start: "0s", duration: "30d", mode: "hang" }] },
+      { messages: 2500 },
+      { backoffJitter: 0, qmgrMessageActiveLimit: 1000, maximalQueueLifetime: "2h", bounceQueueLifetime: "2h" },
+    )
+    expect(r.summary.engineErrors).toBe(0)
+    const mail = r.attempts.filter((a) => a.message !== null && a.outcome === "deferred")
+    const attemptsOf = new Map<string, Array<number>>()
+    for (const a of mail) attemptsOf.set(a.recipient, [...(attemptsOf.get(a.recipient) ?? []), a.attempt])
+    expect(attemptsOf.size).toBe(2500)
+    for (const numbers of attemptsOf.values()) expect(numbers).toEqual(numbers.map((_, i) => i + 1))
+    expect(r.summary.expired).toBe(2500)
+  })
+
   test("a full active window: the rest waits in the queue and is scanned in as room frees", async () => {
     const r = await runOne({ greylist: { delay: "60s" } }, { messages: 200 }, { qmgrMessageActiveLimit: 5 })
     expect(r.summary.delivered).toBe(200)

@@ -3,7 +3,7 @@
 // exit codes: 0 done, 64 bad usage, 65 bad scenario, 70 the simulation failed.
 import { parseArgs } from "node:util"
 import { ScenarioError, loadScenario } from "../sim/scenario.js"
-import { simulate } from "../sim/simulate.js"
+import { simulateOnWorker } from "../sim/on-worker.js"
 
 export const SIMULATE_USAGE = `usage: postern simulate SCENARIO.yaml [--seed N] [--out DIR] [--db FOLDER] [--policy NAME]... [--messages N]
   --seed N        the run's seed (default 1): same scenario, seed and version, same bytes in DIR
@@ -60,15 +60,18 @@ export const runSimulate = async (argv: ReadonlyArray<string>): Promise<void> =>
   const started = performance.now()
   const progress = values.quiet === true ? undefined : (line: string) => void process.stderr.write(`${line}\n`)
   try {
-    await simulate({
-      scenario,
-      seed,
-      outDir,
-      ...(values.db !== undefined ? { dbDir: values.db } : {}),
-      ...(values.policy !== undefined ? { policies: values.policy } : {}),
-      ...(messages !== undefined ? { messages } : {}),
-      ...(progress !== undefined ? { progress } : {}),
-    })
+    // Read and checked here for its errors; run on a thread of its own with room for young objects.
+    await simulateOnWorker(
+      {
+        scenario: { file: positionals[0]! },
+        seed,
+        outDir,
+        ...(values.db !== undefined ? { dbDir: values.db } : {}),
+        ...(values.policy !== undefined ? { policies: values.policy } : {}),
+        ...(messages !== undefined ? { messages } : {}),
+      },
+      progress,
+    )
   } catch (e) {
     return fail(70, e instanceof Error ? (e.stack ?? e.message) : String(e))
   }

@@ -1,6 +1,8 @@
 // Validation (3): determinism. The same scenario, seed and version give a byte-identical run folder
 // (CSV, JSON, HTML and the SQLite databases); another seed gives other attempts. Nothing in the folder
-// holds an absolute path, the wall-clock date or the host name.
+// holds an absolute path, the wall-clock date or the host name. `postern simulate` (on its own thread,
+// from dist/) writes the same folder as simulate() called here.
+import { spawnSync } from "node:child_process"
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs"
 import { hostname, tmpdir } from "node:os"
 import { join } from "node:path"
@@ -31,11 +33,16 @@ describe("a run folder depends only on the scenario, the seed and the version", 
   let b: string
   let c: string
   let other: string
+  let cli: string
+  let cliResult: ReturnType<typeof spawnSync>
   beforeAll(async () => {
     a = await run("a", 11)
     b = await run("b", 11)
     c = await run("c", 11, true) // on database files instead of memory
     other = await run("other", 12)
+    cli = join(root, "cli")
+    const main = join(import.meta.dirname, "../../dist/cli/main.js")
+    cliResult = spawnSync(process.execPath, [main, "simulate", scenarioFile, "--seed", "11", "--messages", "300", "--out", cli], { encoding: "utf8", timeout: 60_000 })
   }, 120_000)
 
   test("the same seed twice: byte-identical files", () => {
@@ -49,6 +56,21 @@ describe("a run folder depends only on the scenario, the seed and the version", 
       if (f.endsWith(".sqlite")) continue
       expect(readFileSync(join(c, f)).equals(readFileSync(join(a, f))), f).toBe(true)
     }
+  })
+
+  test("postern simulate, on its own thread, writes the same folder and reports its progress", () => {
+    expect(cliResult.status, String(cliResult.stderr)).toBe(0)
+    expect(cliResult.stderr).toMatch(/postfix-defaults: delivered \d+\/\d+/)
+    expect(cliResult.stderr).toMatch(/wrote .*cli\/ \(attempts\.csv/)
+    expect(files(cli)).toEqual(files(a))
+    for (const f of files(a)) expect(readFileSync(join(cli, f)).equals(readFileSync(join(a, f))), f).toBe(true)
+  })
+
+  test("postern simulate: a scenario that does not load is named, with exit code 65, and nothing runs", () => {
+    const main = join(import.meta.dirname, "../../dist/cli/main.js")
+    const r = spawnSync(process.execPath, [main, "simulate", join(import.meta.dirname, "../../package.json"), "--out", join(root, "bad")], { encoding: "utf8", timeout: 20_000 })
+    expect(r.status).toBe(65)
+    expect(r.stderr).toMatch(/package\.json/)
   })
 
   test("another seed: other attempts", () => {

@@ -46,8 +46,6 @@ export interface PolicyRun {
 
 /** A run with no `until` stops here anyway: past the longest queue lifetime anyone would simulate. */
 const SAFETY_HORIZON = 60 * 86_400_000
-/** Never lets the committer's own (wall-clock) timers decide when a batch commits: the loop flushes. */
-const NO_TIMER = 2_000_000_000
 const PROGRESS_EVERY = 86_400_000
 
 /** Where the simulated mail comes from (the messages' `client` column). */
@@ -124,7 +122,7 @@ export const runPolicy = async (input: PolicyRunInput): Promise<PolicyRun> => {
     dns: net.dns,
     log,
     connector: net.connector,
-    groupCommit: { windowMs: NO_TIMER, lazyWindowMs: NO_TIMER, maxBatch: 1_000_000 },
+    groupCommit: { windowMs: 0, lazyWindowMs: 0, maxBatch: 1_000_000, flushedByOwner: true },
     exit: (_code, err) => void errors.push(`escalated to the root: ${String(err)}`),
   })
   qmgr.start()

@@ -36,6 +36,11 @@ export interface GroupCommitOptions {
   readonly busyTimeoutMs?: number
   /** How long SQLite itself may block the event loop waiting for that lock, per try (ms; busy_timeout). */
   readonly lockWaitMs?: number
+  /**
+   * Commits only when the owner calls flush(), never on a timer of its own: the simulator, whose loop
+   * flushes before virtual time moves (the windows are then unused).
+   */
+  readonly flushedByOwner?: boolean
 }
 
 /**
@@ -114,6 +119,7 @@ export class GroupCommitter {
     if (this.closed) return Promise.reject(new StoreError({ reason: "unknown", detail: "store is closed" }))
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ op, resolve: resolve as (v: unknown) => void, reject })
+      if (this.options.flushedByOwner === true) return
       if (this.queue.length >= this.options.maxBatch) this.flushSoon(0)
       else this.flushSoon(windowMs)
     })

@@ -112,6 +112,19 @@ describe("group commit", () => {
     expect(c.stats()).toMatchObject({ transactions: 1, operations: 2 })
   })
 
+  test("flushed by its owner (the simulator): nothing commits on a timer, everything on flush(), in one transaction", async () => {
+    const db = openQueueInMemory()
+    const c = new GroupCommitter(db, { windowMs: 0, lazyWindowMs: 0, maxBatch: 2, flushedByOwner: true })
+    let settled = 0
+    const all = [c.run(() => 1), c.runLazily(() => 2), c.run(() => 3)].map((p) => p.then((v) => (settled++, v)))
+    await new Promise((r) => setTimeout(r, 20))
+    expect(settled).toBe(0)
+    expect(c.stats().transactions).toBe(0)
+    c.flush()
+    await expect(Promise.all(all)).resolves.toEqual([1, 2, 3])
+    expect(c.stats()).toMatchObject({ transactions: 2, operations: 3 }) // maxBatch 2: two transactions
+  })
+
   test("disk-full errors map to 452 4.3.1 for the client", () => {
     const e = StoreError.from(Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }))
     expect(e.reason).toBe("disk-full")

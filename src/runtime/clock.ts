@@ -23,11 +23,25 @@ export class Clock extends Context.Service<Clock, ClockShape>()("postern/runtime
   static readonly layer = Layer.succeed(Clock, Clock.of(Clock.system))
 }
 
-/** A virtual clock for tests and the simulator: timers fire only when time is advanced. */
+interface ManualTimer {
+  readonly id: number
+  readonly at: number
+  readonly fn: () => void
+}
+
+/** Whether `a` fires before `b`: earlier due time, then earlier creation. */
+const firesBefore = (a: ManualTimer, b: ManualTimer): boolean => a.at < b.at || (a.at === b.at && a.id < b.id)
+
+/**
+ * A virtual clock for tests and the simulator: timers fire only when time is advanced. Pending timers are
+ * kept in a binary heap (due time, then creation): a simulation holds thousands and fires millions.
+ */
 export class ManualClock implements ClockShape {
   private current: number
   private seq = 0
-  private readonly timers = new Map<number, { at: number; seq: number; fn: () => void }>()
+  /** Pending timers by handle. A cleared timer leaves at once; the heap drops it when it reaches the top. */
+  private readonly timers = new Map<number, ManualTimer>()
+  private readonly heap: Array<ManualTimer> = []
 
   constructor(start = 0) {
     this.current = start
@@ -36,9 +50,10 @@ export class ManualClock implements ClockShape {
   readonly now = (): number => this.current
 
   readonly setTimeout = (fn: (...args: Array<unknown>) => void, ms: number): unknown => {
-    const id = ++this.seq
-    this.timers.set(id, { at: this.current + Math.max(0, ms), seq: id, fn: () => fn() })
-    return id
+    const timer: ManualTimer = { id: ++this.seq, at: this.current + Math.max(0, ms), fn: () => fn() }
+    this.timers.set(timer.id, timer)
+    this.push(timer)
+    return timer.id
   }
 
   readonly clearTimeout = (handle: unknown): void => {
@@ -48,14 +63,8 @@ export class ManualClock implements ClockShape {
   /** Advance time by `ms`, firing every timer that comes due, in order of due time then creation. */
   advance(ms: number): void {
     const target = this.current + ms
-    for (;;) {
-      let next: { id: number; at: number; seq: number; fn: () => void } | undefined
-      for (const [id, t] of this.timers) {
-        if (t.at <= target && (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq))) {
-          next = { id, ...t }
-        }
-      }
-      if (next === undefined) break
+    for (let next = this.first(); next !== undefined && next.at <= target; next = this.first()) {
+      this.pop()
       this.timers.delete(next.id)
       this.current = Math.max(this.current, next.at)
       next.fn()
@@ -63,7 +72,48 @@ export class ManualClock implements ClockShape {
     this.current = target
   }
 
+  /** When the earliest pending timer is due, or null when none is pending. */
+  nextDueAt(): number | null {
+    return this.first()?.at ?? null
+  }
+
   pendingTimers(): number {
     return this.timers.size
+  }
+
+  /** The pending timer that fires first (cleared ones on top are dropped on the way). */
+  private first(): ManualTimer | undefined {
+    while (this.heap.length > 0 && this.timers.get(this.heap[0]!.id) !== this.heap[0]) this.pop()
+    return this.heap[0]
+  }
+
+  private push(timer: ManualTimer): void {
+    const h = this.heap
+    let i = h.length
+    h.push(timer)
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      if (!firesBefore(timer, h[parent]!)) break
+      h[i] = h[parent]!
+      i = parent
+    }
+    h[i] = timer
+  }
+
+  private pop(): void {
+    const h = this.heap
+    const last = h.pop()!
+    if (h.length === 0) return
+    let i = 0
+    for (;;) {
+      const l = 2 * i + 1
+      if (l >= h.length) break
+      const r = l + 1
+      const c = r < h.length && firesBefore(h[r]!, h[l]!) ? r : l
+      if (!firesBefore(h[c]!, last)) break
+      h[i] = h[c]!
+      i = c
+    }
+    h[i] = last
   }
 }

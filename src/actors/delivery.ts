@@ -6,7 +6,7 @@
 import { isIP } from "node:net"
 import { Readable } from "node:stream"
 import type { PosternConfig, TlsPolicy } from "../config/types.js"
-import { currentTarget, deliveryMachine, type DeliveryEvent, type DeliveryOutput } from "../machines/delivery.js"
+import { currentTarget, deliveryMachine, verdictTable, type DeliveryEvent, type DeliveryOutput } from "../machines/delivery.js"
 import type { ClockShape } from "../runtime/clock.js"
 import type { Logger } from "../runtime/log.js"
 import type { RngShape } from "../runtime/rng.js"
@@ -51,7 +51,7 @@ export interface DeliveryAgentDeps {
 /** The same verdict for every recipient of a request (a local decision, a cancellation, a failure). */
 export const outcomeForAll = (request: DeliveryRequest, v: RecipientVerdict, siteFailure = false): DeliveryOutput => {
   // A plain loop: Object.fromEntries over a mapped array costs several times more, once per deferral.
-  const verdicts: Record<string, RecipientVerdict> = {}
+  const verdicts = verdictTable()
   for (const r of request.recipients) verdicts[r.address] = v
   return { verdicts, siteFailure, relay: null }
 }

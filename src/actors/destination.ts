@@ -42,6 +42,12 @@ export type DestinationStatus =
 const ESCALATED = "destination actor keeps failing"
 
 /** The reply of a recipient deferred without a delivery (Postfix's retry transport). */
+/** The reply of the request's first recipient (the reason a dead destination gives its queue). */
+const firstReply = (output: DeliveryOutput): string | undefined => {
+  for (const address in output.verdicts) return output.verdicts[address]!.reply
+  return undefined
+}
+
 const suspendedText = (reason: string | null): string => `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
 
 export class DestinationQueue {
@@ -223,7 +229,7 @@ export class DestinationQueue {
           this.actor.send({
             type: "delivery.completed",
             siteFailure: output.siteFailure,
-            reason: Object.values(output.verdicts)[0]?.reply ?? "unknown",
+            reason: firstReply(output) ?? "unknown",
           })
           this.lastActivity = this.deps.clock.now()
           this.deps.done(request, output, this.deps.clock.now() - started)

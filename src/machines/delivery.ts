@@ -62,11 +62,22 @@ const messageOf = (error: unknown): string => String((error as Error)?.message ?
 
 const serverName = (t: Target | undefined): string => (t === undefined ? "unknown" : describeTarget(t))
 
+/**
+ * A verdict table keyed by recipient address, without a prototype. An object literal given a new address
+ * per delivery adds a hidden-class transition for every address ever seen (V8's transition tree grows
+ * with each recipient); a prototype-less object is a dictionary from the start. Creating one and copying
+ * it once: 2.3 -> 1.3 µs.
+ */
+export const verdictTable = (from?: Readonly<Record<string, RecipientVerdict>>): Record<string, RecipientVerdict> => {
+  const table = Object.create(null) as Record<string, RecipientVerdict>
+  return from === undefined ? table : Object.assign(table, from)
+}
+
 /** Folds one server's result into the context: verdicts, who is left, site failure. */
 const absorb = (context: DeliveryContext, result: AttemptResult): Partial<DeliveryContext> => {
   const finalServer = context.index >= context.targets.length - 1
   const c = classifyAttempt(result, context.pending, finalServer, serverName(context.targets[context.index]))
-  const verdicts = { ...context.verdicts }
+  const verdicts = verdictTable(context.verdicts)
   for (const [address, v] of c.verdicts) verdicts[address] = v
   // Postfix (smtp_trouble.c): once a transaction on an earlier server ran to its end, even with 4xx
   // replies, a later server's failure does not make the whole site fail.
@@ -100,7 +111,7 @@ export const deliveryMachine = setup({
     transferMail: notProvided("transferMail"),
     failAllOnLookup: assign(({ context }, result: TargetsResult) => {
       if (result.kind !== "failed") return {}
-      const verdicts = { ...context.verdicts }
+      const verdicts = verdictTable(context.verdicts)
       for (const a of context.pending) {
         verdicts[a] = { verdict: result.permanent ? "bounced" : "deferred", dsn: result.dsn, reply: result.reason, remote: false }
       }
@@ -117,7 +128,7 @@ export const deliveryMachine = setup({
     targets: input.targets ?? [],
     index: 0,
     pending: input.recipients,
-    verdicts: {},
+    verdicts: verdictTable(),
     siteFailure: false,
     sessionCompleted: false,
     relay: null,

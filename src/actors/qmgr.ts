@@ -383,7 +383,6 @@ export class QueueManager {
     if (this.scanning || this.stopped) return
     this.scanning = true
     let full = false
-    let deferralsPending = false
     try {
       for (;;) {
         const room = this.deps.config().qmgrMessageActiveLimit - this.active.size
@@ -399,9 +398,6 @@ export class QueueManager {
         const ids = due.filter((id) => !this.active.has(id) && !this.deferring.has(id)).slice(0, room)
         if (ids.length === 0) {
           this.backlogged = false
-          // What is due is being deferred: the commit of those deferrals re-arms the timer, not a timer
-          // that would fire at once, again and again, until it lands.
-          deferralsPending = due.some((id) => this.deferring.has(id))
           break
         }
         // Each message brings one batch of its due recipients into memory; the rest are leased with it
@@ -447,7 +443,9 @@ export class QueueManager {
     } finally {
       this.scanning = false
     }
-    if (!full && !deferralsPending) this.rearm()
+    // While deferrals made here are not committed, their rows still read as due: their commit re-arms
+    // the timer, not a timer armed now that would fire at once and find them again.
+    if (!full && this.deferring.size === 0) this.rearm()
   }
 
   // ------------------------------------------------------------------------------ routing, dispatch

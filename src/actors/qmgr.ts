@@ -518,7 +518,10 @@ export class QueueManager {
       if (damage !== null) {
         this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason: damage }, `${m.queueId}: moved to the corrupt queue: ${damage}`)
         this.deferring.add(m.id)
-        this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, damage), 0, () => this.deferring.delete(m.id))
+        this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, damage), 0, () => {
+          this.deferring.delete(m.id)
+          this.rearm()
+        })
         return
       }
       this.checkedBodies.add(m.id)

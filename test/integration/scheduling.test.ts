@@ -120,6 +120,53 @@ describe("a damaged message", () => {
   })
 })
 
+describe("mail that comes due while its destination is dead", () => {
+  test("is deferred as the scan reads it; a damaged one goes to the corrupt queue, and mail due after it still runs", async () => {
+    const { openQueueForWriting } = await import("../../src/store/open.js")
+    const { commitMessage } = await import("../../src/store/queue-store.js")
+    const dataDir = tempDir()
+    const q = openQueueForWriting(dataDir)
+    const client = { address: "127.0.0.1", helo: "x", hostname: "" }
+    const now = Date.now()
+    const stored = (queueId: string, to: string, dueInMs: number) => {
+      const body = Buffer.from(makeMessage({ from: "s@s.test", to }))
+      const m = commitMessage(q.db, { queueId, arrivalTime: now, sender: "s@s.test", mailParams: {}, client, recipients: [{ address: to, params: {} }], size: body.length }, [body], 0, null, false, 0)
+      q.db.prepare("UPDATE recipients SET next_attempt_at = ? WHERE message_id = ?").run(now + dueInMs, m.messageId)
+      return m.messageId
+    }
+    // Due once the dead destination below has been declared dead: read by the scan, not admitted fresh.
+    stored("DEFERME1", "a@dead.test", 2_500)
+    const damaged = stored("DAMAGED2", "b@dead.test", 2_500)
+    q.db.prepare("UPDATE messages SET size = size + 1 WHERE id = ?").run(damaged) // its body no longer adds up
+    stored("LATER001", "c@ok.test", 3_500) // due after both: the timer must be armed again for it
+    q.close()
+    const receiver = await receiverWith()
+    const postern = await posternWith(
+      // Nothing listens on port 1: connection refused is a site failure, a whole cohort with a window of
+      // one, and the destination is dead after its first delivery.
+      {
+        transports: { "dead.test": "smtp:[127.0.0.1]:1", "ok.test": `smtp:[127.0.0.1]:${receiver.port}` },
+        initialDestinationConcurrency: 1,
+        minimalBackoffTime: "60s",
+        maximalBackoffTime: "60s",
+      },
+      { dataDir },
+    )
+    expect((await inject(postern.port, { from: "s@s.test", to: ["z@dead.test"], body: makeMessage({ from: "s@s.test", to: "z@dead.test" }) })).ok).toBe(true)
+    const attempts = (queueId: string) =>
+      postern.queue.db.prepare("SELECT outcome, reply FROM attempts WHERE queue_id = ? ORDER BY id").all(queueId) as Array<{ outcome: string; reply: string }>
+    await waitFor("the stored message deferred without a connection", () => attempts("DEFERME1").length === 1)
+    expect(attempts("DEFERME1")[0]).toMatchObject({ outcome: "deferred", reply: expect.stringMatching(/^delivery temporarily suspended: connect to /) })
+    const rcpt = postern.queue.db.prepare("SELECT state, attempts, next_attempt_at AS due FROM recipients WHERE address = 'a@dead.test'").get() as { state: string; attempts: number; due: number }
+    expect(rcpt).toMatchObject({ state: "pending", attempts: 1 })
+    expect(rcpt.due).toBeGreaterThan(Date.now() + 30_000)
+    await waitFor("the damaged message set aside", () => (postern.queue.db.prepare("SELECT state FROM messages WHERE queue_id = 'DAMAGED2'").get() as { state: string }).state === "corrupt")
+    expect(attempts("DAMAGED2")).toEqual([])
+    await receiver.waitForMessages(1, 10_000)
+    expect(receiver.messages[0]!.to).toEqual(["c@ok.test"])
+  })
+})
+
 describe("destinationRateDelay", () => {
   test("at most one delivery per delay to the destination (Postfix's rate delay), concurrency forced to 1", async () => {
     const receiver = await receiverWith()

@@ -112,7 +112,11 @@ interface ChartSpec {
 
 const W = 1080
 const H = 340
-const M = { left: 70, right: 180, top: 34, bottom: 46 }
+const M = { left: 70, right: 200, top: 34, bottom: 46 }
+
+/** Legend labels longer than this are cut (with "…"); the full name is the label's tooltip. */
+const LEGEND_CHARS = 20
+const legendLabel = (name: string): string => (name.length <= LEGEND_CHARS ? esc(name) : `<title>${esc(name)}</title>${esc(name.slice(0, LEGEND_CHARS - 1))}…`)
 
 const chart = (c: ChartSpec): string => {
   const pw = W - M.left - M.right
@@ -155,7 +159,7 @@ const chart = (c: ChartSpec): string => {
     }
     const ly = M.top + 10 + i * 18
     out.push(`<line x1="${W - M.right + 14}" x2="${W - M.right + 34}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="3"/>`)
-    out.push(`<text x="${W - M.right + 40}" y="${ly + 4}" class="lg">${esc(s.name)}</text>`)
+    out.push(`<text x="${W - M.right + 40}" y="${ly + 4}" class="lg">${legendLabel(s.name)}</text>`)
   })
   out.push(`</svg>`)
   return out.join("\n")

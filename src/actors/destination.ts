@@ -42,13 +42,13 @@ export type DestinationStatus =
 const ESCALATED = "destination actor keeps failing"
 
 /** The reply of a recipient deferred without a delivery (Postfix's retry transport). */
+const suspendedText = (reason: string | null): string => `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
+
 /** The reply of the request's first recipient (the reason a dead destination gives its queue). */
 const firstReply = (output: DeliveryOutput): string | undefined => {
   for (const address in output.verdicts) return output.verdicts[address]!.reply
   return undefined
 }
-
-const suspendedText = (reason: string | null): string => `delivery temporarily suspended: ${reason ?? "destination is not responding"}`
 
 export class DestinationQueue {
   private actor!: ActorRefFrom<typeof destinationMachine>

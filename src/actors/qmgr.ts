@@ -209,11 +209,8 @@ export class QueueManager {
     }
     this.hold(message.recipients.length)
     this.active.set(message.id, entry)
-    if (message.body === null && !this.checkedBodies.has(message.id)) {
-      const damage = q.bodyDamage(this.deps.db, message.id)
-      if (damage !== null) return this.quarantine(entry, damage)
-      this.checkedBodies.add(message.id)
-    }
+    const damage = this.damageOf(message)
+    if (damage !== null) return this.quarantine(entry, damage)
     // Routed by the scan that read it, unless only part of what it read is kept.
     const groups = routed !== undefined && message === incoming ? routed : this.routeGroups(message.recipients, config)
     if (!moreToRead) {
@@ -394,8 +391,9 @@ export class QueueManager {
           break
         }
         const now = this.deps.clock.now()
-        const due = q.dueMessageIds(this.deps.db, now, SCAN_BATCH)
-        const ids = due.filter((id) => !this.active.has(id) && !this.deferring.has(id)).slice(0, room)
+        const ids = q.dueMessageIds(this.deps.db, now, SCAN_BATCH)
+          .filter((id) => !this.active.has(id) && !this.deferring.has(id))
+          .slice(0, room)
         if (ids.length === 0) {
           this.backlogged = false
           break
@@ -416,19 +414,21 @@ export class QueueManager {
         }
         // Mail whose every destination is dead is deferred as it is read, without a lease (Postfix's
         // qmgr_defer_todo); the rest is leased to the window.
-        const deferrable = (l: (typeof loaded)[number]): l is typeof l & { groups: ReadonlyArray<RoutedGroup> } =>
-          l.groups !== null && this.allSuspended(l.groups) && !isExpired(now, l.message.arrivalTime, l.message.sender === "", retryPolicyOf(config))
-        const leased = loaded.filter((l) => !deferrable(l))
+        const policy = retryPolicyOf(config)
+        const readAsDead = new Set(
+          loaded.filter((l) => l.groups !== null && this.allSuspended(l.groups) && !isExpired(now, l.message.arrivalTime, l.message.sender === "", policy)),
+        )
+        const leased = loaded.filter((l) => !readAsDead.has(l))
         const leaseUntil = now + this.leaseMs
         if (leased.length > 0) {
           await this.deps.committer.run((db) => {
             for (const { message } of leased) q.activateDueOfMessage(db, message.id, now, leaseUntil)
           })
         }
-        const isLeased = new Set(leased)
         for (const l of loaded) {
-          if (isLeased.has(l)) this.admit(l.message, l.more, l.groups ?? undefined)
-          else if (deferrable(l)) this.deferOnRead(l.message, l.groups, config)
+          const groups = l.groups
+          if (!readAsDead.has(l)) this.admit(l.message, l.more, groups ?? undefined)
+          else if (groups !== null && this.allSuspended(groups)) this.deferOnRead(l.message, groups, config)
           // else: its destination came back while the others were leased; still due, the next scan reads it.
         }
         if (ids.length < SCAN_BATCH) break
@@ -513,18 +513,14 @@ export class QueueManager {
    * same requests, replies, log lines, random draws and decision as deferSuspended(), in one write.
    */
   private deferOnRead(m: ActiveMessage, groups: ReadonlyArray<RoutedGroup>, config: PosternConfig): void {
-    if (m.body === null && !this.checkedBodies.has(m.id)) {
-      const damage = q.bodyDamage(this.deps.db, m.id)
-      if (damage !== null) {
-        this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason: damage }, `${m.queueId}: moved to the corrupt queue: ${damage}`)
-        this.deferring.add(m.id)
-        this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, damage), 0, () => {
-          this.deferring.delete(m.id)
-          this.rearm()
-        })
-        return
-      }
-      this.checkedBodies.add(m.id)
+    const damage = this.damageOf(m)
+    if (damage !== null) {
+      this.deferring.add(m.id)
+      this.setAside(m, damage, () => {
+        this.deferring.delete(m.id)
+        this.rearm()
+      })
+      return
     }
     const now = this.deps.clock.now()
     const policy = retryPolicyOf(config)
@@ -539,12 +535,7 @@ export class QueueManager {
         for (const r of request.recipients) {
           const v = output.verdicts[r.address]!
           rows.push({ recipient: r, destination: route.key, reply: v.reply, dsn: v.dsn })
-          if (this.logsInfo) {
-            this.deps.log.info(
-              { queue_id: m.queueId, to: r.address, relay: route.nexthop, delay: Math.round((now - m.arrivalTime) / 10) / 100, dsn: v.dsn, status: "deferred", reply: v.reply },
-              `${m.queueId}: to=<${r.address}>, status=deferred (${v.reply})`,
-            )
-          }
+          this.logOutcome(m, r.address, route.nexthop, v, now)
         }
         draw = this.deps.rng.next()
       }
@@ -655,21 +646,7 @@ export class QueueManager {
       if (entry.byId.delete(r.id)) this.held--
       if (v.verdict === "bounced") entry.failed.push({ recipient: r, verdict: v, relay: output.relay, at: now })
       if (v.verdict === "deferred") entry.deferred.set(r.id, { recipient: r, verdict: v, destination: request.route.key, relay: output.relay })
-      if (this.logsInfo) {
-        this.deps.log.info(
-          {
-            queue_id: m.queueId,
-            to: r.address,
-            relay: output.relay ?? request.route.nexthop,
-            delay: Math.round((now - m.arrivalTime) / 10) / 100,
-            dsn: v.dsn,
-            status: v.verdict,
-            reply: v.reply,
-            ...(output.tls !== undefined ? { tls: output.tls } : {}),
-          },
-          `${m.queueId}: to=<${r.address}>, ${output.tls !== undefined ? `tls=${output.tls}, ` : ""}status=${v.verdict} (${v.reply})`,
-        )
-      }
+      this.logOutcome(m, r.address, output.relay ?? request.route.nexthop, v, now, output.tls)
     }
     // The outcomes are committed lazily: they ride with the next batch of accepted mail (or flush after
     // the lazy window), so delivery bookkeeping costs no fsync of its own under load. A crash before that
@@ -713,6 +690,24 @@ export class QueueManager {
       draw,
     })
     return { now, draw }
+  }
+
+  /** A recipient's outcome in the log, as Postfix's "to=<...>, relay=..., delay=..., status=..." line. */
+  private logOutcome(m: ActiveMessage, to: string, relay: string, v: RecipientVerdict, now: number, tls?: string): void {
+    if (!this.logsInfo) return
+    this.deps.log.info(
+      {
+        queue_id: m.queueId,
+        to,
+        relay,
+        delay: Math.round((now - m.arrivalTime) / 10) / 100,
+        dsn: v.dsn,
+        status: v.verdict,
+        reply: v.reply,
+        ...(tls !== undefined ? { tls } : {}),
+      },
+      `${m.queueId}: to=<${to}>, ${tls !== undefined ? `tls=${tls}, ` : ""}status=${v.verdict} (${v.reply})`,
+    )
   }
 
   /** The message actor decided: commit the decision, send any report, leave the window. */
@@ -830,12 +825,25 @@ export class QueueManager {
   /** A message whose stored body is damaged goes to the corrupt queue; nothing else is held up. */
   private quarantine(entry: ActiveEntry, reason: string): void {
     const m = entry.message
-    this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason }, `${m.queueId}: moved to the corrupt queue: ${reason}`)
-    this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, reason), 0)
+    this.setAside(m, reason)
     entry.actor?.stop()
     this.forget(entry)
     this.active.delete(m.id)
     if (this.backlogged) void this.scan()
+  }
+
+  /** Why a message read from the store cannot be sent (its stored body is damaged), checked once per message; null when whole. */
+  private damageOf(m: ActiveMessage): string | null {
+    if (m.body !== null || this.checkedBodies.has(m.id)) return null
+    const damage = q.bodyDamage(this.deps.db, m.id)
+    if (damage === null) this.checkedBodies.add(m.id)
+    return damage
+  }
+
+  /** Moves a message to the corrupt queue in the store (written until it commits). */
+  private setAside(m: ActiveMessage, reason: string, committed?: () => void): void {
+    this.deps.log.error({ actor: "qmgr", queue_id: m.queueId, reason }, `${m.queueId}: moved to the corrupt queue: ${reason}`)
+    this.writeUntilCommitted(m, (db) => q.quarantineMessage(db, m.id, reason), 0, committed)
   }
 
   /** Retries a write the store refused until it commits (the disk fills, the disk empties). */

